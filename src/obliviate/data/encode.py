@@ -1,0 +1,118 @@
+"""Tokenisation of records into training examples, and padding into batches.
+
+QA records: the prompt is the tokenizer's chat template applied to the question (with the
+generation prompt) when the tokenizer has one, else the plain template
+``"Question: {question}\nAnswer:"``; the answer follows (a leading space in the plain template)
+and EOS is appended. Labels are -100 on the prompt, so losses cover answer tokens only.
+Text records train on every token (BOS excluded from the loss, as no token predicts it).
+
+``collate`` right-pads for training (labels -100 and attention 0 on padding);
+``collate(..., side="left")`` left-pads prompts for generation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from ..errors import ConfigError
+from .records import infer_kind
+
+IGNORE = -100
+PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """How records become token sequences."""
+
+    max_length: int = field(default=256, metadata={"help": "Truncate sequences to this many tokens (the answer is cut first, then the prompt from the left)."})
+    template: str = field(default="auto", metadata={"help": "'auto' (chat template if the tokenizer has one, else plain), 'chat', 'plain', or a custom prompt string with {question}."})
+    system_prompt: str | None = field(default=None, metadata={"help": "Optional system message for chat templates (None: the template's default)."})
+
+    def __post_init__(self):
+        if self.max_length < 2:
+            raise ConfigError(f"'data.max_length' must be at least 2, got {self.max_length}.")
+        if self.template not in ("auto", "chat", "plain") and "{question}" not in self.template:
+            raise ConfigError(
+                f"'data.template' must be 'auto', 'chat', 'plain' or a string containing {{question}}, got {self.template!r}."
+            )
+
+
+def prompt_ids(tokenizer, question: str, cfg: EncodeConfig) -> list[int]:
+    """Token ids of the prompt for ``question`` (what precedes the answer)."""
+    use_chat = cfg.template == "chat" or (cfg.template == "auto" and getattr(tokenizer, "chat_template", None))
+    if use_chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError("'data.template' is 'chat' but the tokenizer has no chat template; use 'plain'.")
+        messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + [
+            {"role": "user", "content": question}
+        ]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):  # newer transformers return a BatchEncoding
+            ids = ids["input_ids"]
+        return list(ids)
+    text = (PLAIN_TEMPLATE if cfg.template in ("auto", "plain") else cfg.template).format(question=question)
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+def answer_ids(tokenizer, answer: str, cfg: EncodeConfig) -> list[int]:
+    prefix = " " if cfg.template != "chat" and not (cfg.template == "auto" and getattr(tokenizer, "chat_template", None)) else ""
+    ids = list(tokenizer(prefix + answer, add_special_tokens=False)["input_ids"])
+    return ids + [tokenizer.eos_token_id]
+
+
+def encode_qa(tokenizer, question: str, answer: str, cfg: EncodeConfig) -> dict[str, list[int]]:
+    p, a = prompt_ids(tokenizer, question, cfg), answer_ids(tokenizer, answer, cfg)
+    if len(p) + len(a) > cfg.max_length:
+        a = a[: max(1, cfg.max_length - len(p))]
+        if len(p) + len(a) > cfg.max_length:
+            p = p[len(p) + len(a) - cfg.max_length:]
+    return {"input_ids": p + a, "labels": [IGNORE] * len(p) + a}
+
+
+def encode_text(tokenizer, text: str, cfg: EncodeConfig) -> dict[str, list[int]]:
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])[: cfg.max_length]
+    labels = list(ids)
+    if ids and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id:
+        labels[0] = IGNORE
+    return {"input_ids": ids, "labels": labels}
+
+
+def encode_records(tokenizer, records: list[dict[str, Any]], cfg: EncodeConfig | None = None) -> list[dict[str, Any]]:
+    """Encode every record; each example keeps its record index as ``index``."""
+    cfg = cfg or EncodeConfig()
+    out = []
+    for i, r in enumerate(records):
+        ex = encode_qa(tokenizer, r["question"], r["answer"], cfg) if infer_kind(r) == "qa" else encode_text(tokenizer, r["text"], cfg)
+        ex["index"] = i
+        out.append(ex)
+    return out
+
+
+def collate(examples: list[dict[str, Any]], pad_id: int, side: Literal["right", "left"] = "right") -> dict[str, torch.Tensor]:
+    """Pad ``input_ids``/``labels`` to the longest example; returns LongTensors [B, T]."""
+    T = max(len(e["input_ids"]) for e in examples)
+    ids, labels, mask = [], [], []
+    for e in examples:
+        n = len(e["input_ids"])
+        pad = T - n
+        lab = e.get("labels", [IGNORE] * n)
+        if side == "right":
+            ids.append(e["input_ids"] + [pad_id] * pad)
+            labels.append(lab + [IGNORE] * pad)
+            mask.append([1] * n + [0] * pad)
+        else:
+            ids.append([pad_id] * pad + e["input_ids"])
+            labels.append([IGNORE] * pad + lab)
+            mask.append([0] * pad + [1] * n)
+    batch = {
+        "input_ids": torch.tensor(ids, dtype=torch.long),
+        "attention_mask": torch.tensor(mask, dtype=torch.long),
+        "labels": torch.tensor(labels, dtype=torch.long),
+    }
+    if all("index" in e for e in examples):
+        batch["index"] = torch.tensor([e["index"] for e in examples], dtype=torch.long)
+    return batch

@@ -1,0 +1,318 @@
+"""The one training loop (on accelerate: CPU, one GPU, or ``accelerate launch`` multi-process).
+
+``train(model, tokenizer, method, forget, retain, config, run_dir)`` pairs each forget batch
+with a retain batch (only if the method declares ``Needs.retain``), builds only the auxiliary
+inputs the method declares, and runs AdamW/SGD with warmup + linear/cosine decay, gradient
+accumulation, clipping, autocast, NaN/inf detection, JSON-lines logging, periodic checkpoints
+and resume. Unlearning methods and plain fine-tuning both run through it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..data.encode import collate
+from ..errors import ConfigError, TrainingDiverged
+from ..io import append_jsonl, read_jsonl
+from ..methods.base import Aux, Batch, Method, Reference, forward
+from ..methods.losses import sequence_logprob
+from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .stream import Stream
+
+Callback = Callable[[int, dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    log: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+    run_dir: Path | None = None
+
+
+def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
+    """Multiplier of the peak lr at ``step`` (0-based): linear warmup, then constant/linear/cosine to 0."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if kind == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def select_trainable(model: torch.nn.Module, patterns: Sequence[str]) -> int:
+    """Freeze every parameter whose name matches none of ``patterns`` (all trainable if empty)."""
+    if hasattr(model, "peft_config"):
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)  # peft chose already
+    if not patterns:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return sum(p.numel() for p in model.parameters())
+    regs = [re.compile(p) for p in patterns]
+    n = 0
+    for name, p in model.named_parameters():
+        on = any(r.search(name) for r in regs)
+        p.requires_grad_(on)
+        n += p.numel() if on else 0
+    if n == 0:
+        raise ConfigError(f"No parameter name matches the trainable patterns {list(patterns)}; "
+                          f"names look like '{next(iter(dict(model.named_parameters())))}'.")
+    return n
+
+
+def total_steps(cfg: TrainConfig, n_forget: int, world: int) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.epochs * n_forget / (cfg.batch_size * world * cfg.grad_accum)))
+
+
+def build_reference(model, method: Method, reference_model, device) -> Reference | None:
+    if not method.needs.reference:
+        return None
+    if hasattr(model, "peft_config") and reference_model is None:
+        return Reference(model, disable_adapters=True)
+    ref = reference_model if reference_model is not None else copy.deepcopy(model)
+    ref.eval().requires_grad_(False).to(device)
+    return Reference(ref)
+
+
+@torch.no_grad()
+def reference_logprobs(reference, model, examples, pad_id: int, device, batch_size: int = 8) -> torch.Tensor:
+    """log pi_ref(y|x) for every example, computed once (with the starting model itself when no
+    separate reference exists: before the first step it *is* the reference)."""
+    out = torch.empty(len(examples))
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(examples), batch_size):
+        b = {k: v.to(device) for k, v in collate(examples[i:i + batch_size], pad_id).items()}
+        if reference is not None:
+            logits = reference(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        else:
+            logits = forward(model, b).logits
+        out[i:i + batch_size] = sequence_logprob(logits, b["labels"]).float().cpu()
+    model.train(was_training)
+    return out
+
+
+def _make_optimizer(params, cfg: TrainConfig):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
+
+
+def train(
+    model: torch.nn.Module,
+    tokenizer,
+    method: Method,
+    forget: list[dict[str, Any]],
+    retain: list[dict[str, Any]] | None = None,
+    config: TrainConfig | None = None,
+    run_dir: str | Path | None = None,
+    reference_model: torch.nn.Module | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Train ``model`` in place with ``method`` on encoded ``forget`` (and ``retain``) examples.
+
+    ``forget``/``retain`` are lists of encoded examples (``obliviate.data.encode_records``).
+    With ``run_dir``, writes ``train_log.jsonl`` and ``checkpoints/``; ``resume=True`` continues
+    from the newest complete checkpoint there.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    cfg = config or TrainConfig()
+    needs = method.needs
+    if not forget:
+        raise ConfigError("The forget (training) set is empty.")
+    if needs.retain and not retain:
+        raise ConfigError(f"Method '{method.name}' needs retain data; pass retain records (or set its alpha to 0).")
+    acc = Accelerator(mixed_precision=cfg.mixed_precision)
+    set_seed(cfg.seed)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    select_trainable(model, cfg.trainable or needs.trainable)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.to(acc.device)
+    reference = build_reference(model, method, reference_model, acc.device)
+    ref_lp = reference_logprobs(reference, model, forget, pad_id, acc.device) if needs.reference_forget_logprob else None
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(params, cfg)
+    steps = total_steps(cfg, len(forget), acc.num_processes)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps, cfg.warmup_steps, cfg.scheduler)
+    )
+    # The scheduler is stepped by us, once per optimizer step (accelerate's wrapper would step
+    # it num_processes times, making multi-process runs differ from single-process ones).
+    model, optimizer = acc.prepare(model, optimizer)
+    model.train()
+
+    start = 0
+    ckpt_root = run_dir / "checkpoints" if run_dir else None
+    log_path = run_dir / "train_log.jsonl" if run_dir else None
+    if resume:
+        found = list_checkpoints(ckpt_root) if ckpt_root else []
+        if found:
+            start = load_checkpoint(found[-1], acc.unwrap_model(model), optimizer, scheduler)
+            if acc.is_main_process and log_path and log_path.exists():
+                kept = [r for r in read_jsonl(log_path) if r.get("step", 0) <= start]
+                log_path.write_text("".join(__import__("json").dumps(r) + "\n" for r in kept))
+    elif acc.is_main_process and log_path and log_path.exists():
+        log_path.unlink()
+
+    fs = Stream(len(forget), cfg.batch_size, cfg.seed, acc.num_processes, acc.process_index)
+    rs = Stream(len(retain), cfg.retain_batch_size or cfg.batch_size, cfg.seed + 1_000_003, acc.num_processes,
+                acc.process_index) if needs.retain else None
+    combiner = getattr(method, "combiner", None)
+    log: list[dict[str, Any]] = []
+    writer = _tensorboard(run_dir) if cfg.tensorboard and run_dir and acc.is_main_process else None
+    bar = _progress(steps, start, method.name, enabled=cfg.progress and acc.is_main_process)
+    t0 = time.time()
+
+    for step in range(start, steps):
+        sums: dict[str, float] = {}
+        obj_grads: dict[str, list[torch.Tensor]] = {}
+        for m in range(cfg.grad_accum):
+            j = step * cfg.grad_accum + m
+            batch = _batch(forget, fs, retain, rs, j, pad_id, acc.device)
+            aux = Aux(step=step, reference=reference,
+                      ref_forget_logprob=ref_lp[batch.forget["index"].cpu()] if ref_lp is not None else None)
+            last = m == cfg.grad_accum - 1
+            sync = acc.no_sync(model) if (combiner is not None or not last) else _null()
+            with sync:
+                out = method.loss(model, batch, aux)
+                _check_finite(out.loss, step, run_dir, model, optimizer, scheduler, cfg, acc, method.name)
+                if combiner is not None:
+                    _accumulate_objectives(out.objectives, params, cfg.grad_accum, obj_grads)
+                else:
+                    acc.backward(out.loss / cfg.grad_accum)
+            for k, v in {"loss": out.loss.item(), **out.metrics}.items():
+                sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+        if combiner is not None:
+            _apply_combined(obj_grads, params, combiner, acc)
+        grad_norm = _clip(acc, params, cfg.max_grad_norm)
+        if not math.isfinite(grad_norm):
+            _diverged(f"gradient norm is {grad_norm}", step, run_dir, model, optimizer, scheduler, cfg, acc)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        record = {"step": done, **sums, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                  "elapsed_s": round(time.time() - t0, 3)}
+        log.append(record)
+        if acc.is_main_process:
+            if log_path and (done % cfg.log_every == 0 or done == steps):
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                append_jsonl(log_path, record)
+            if writer:
+                for k, v in record.items():
+                    writer.add_scalar(k, v, done)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in sums.items()})
+        if ckpt_root and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps:
+            _save(ckpt_root, done, model, optimizer, scheduler, cfg, acc)
+        for cb in callbacks:
+            cb(done, record)
+    bar.close()
+    if writer:
+        writer.close()
+    acc.wait_for_everyone()
+    return TrainResult(model=acc.unwrap_model(model), log=log, steps=steps, run_dir=run_dir)
+
+
+def _batch(forget, fs: Stream, retain, rs: Stream | None, j: int, pad_id: int, device) -> Batch:
+    f = collate([forget[i] for i in fs.indices(j)], pad_id)
+    r = collate([retain[i] for i in rs.indices(j)], pad_id) if rs is not None else None
+    to = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
+    return Batch(forget=to(f), retain=to(r) if r is not None else None)
+
+
+def _accumulate_objectives(objectives, params, accum: int, into: dict[str, list[torch.Tensor]]) -> None:
+    """Per-objective gradients (not summed): what a gradient combiner needs."""
+    assert objectives, "a method with a combiner returns LossOutput.objectives"
+    names = list(objectives)
+    for i, name in enumerate(names):
+        gs = torch.autograd.grad(objectives[name] / accum, params, retain_graph=i < len(names) - 1, allow_unused=True)
+        acc = into.setdefault(name, [torch.zeros_like(p) for p in params])
+        for a, g in zip(acc, gs):
+            if g is not None:
+                a.add_(g)
+
+
+def _apply_combined(obj_grads, params, combiner, acc) -> None:
+    """Synchronise each objective's gradients across processes first, then combine per tensor."""
+    for name, gs in obj_grads.items():
+        if acc.num_processes > 1:
+            for g in gs:
+                torch.distributed.all_reduce(g)
+                g.div_(acc.num_processes)
+    for i, p in enumerate(params):
+        p.grad = combiner.combine({name: gs[i] for name, gs in obj_grads.items()})
+
+
+def _clip(acc, params, max_norm: float | None) -> float:
+    if max_norm is not None:
+        return float(acc.clip_grad_norm_(params, max_norm))
+    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def _check_finite(loss, step, run_dir, model, optimizer, scheduler, cfg, acc, name) -> None:
+    if not torch.isfinite(loss.detach()).all():
+        _diverged(f"the {name} loss is {loss.item()}", step, run_dir, model, optimizer, scheduler, cfg, acc)
+
+
+def _diverged(what: str, step: int, run_dir, model, optimizer, scheduler, cfg, acc) -> None:
+    """Stop with a clear message; the weights are still those after ``step`` good steps, so keep them."""
+    where = ""
+    if run_dir is not None and step > 0:
+        path = _save(run_dir / "checkpoints", step, model, optimizer, scheduler, cfg, acc)
+        where = f" The last good state (after {step} steps) is saved in {path}."
+    raise TrainingDiverged(
+        f"Training stopped at step {step + 1}: {what}.{where} Lower train.lr, keep train.max_grad_norm set, "
+        f"or use fewer steps, then rerun (with --resume to continue from the checkpoint)."
+    )
+
+
+def _save(root: Path, step: int, model, optimizer, scheduler, cfg: TrainConfig, acc) -> Path:
+    path = root / f"step-{step}"
+    if acc.is_main_process:
+        save_checkpoint(root, step, acc.unwrap_model(model), optimizer, scheduler, cfg.keep_checkpoints)
+    acc.wait_for_everyone()
+    return path
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("train.tensorboard is on but the 'tensorboard' package is missing: pip install tensorboard") from None
+    return SummaryWriter(str(run_dir / "tb"))

@@ -1,0 +1,82 @@
+"""Pure loss functions over tensors (no models): the math of every method, testable by hand.
+
+Shapes: ``logits`` [B, T, V]; ``labels`` [B, T] with -100 on positions that carry no loss
+(prompt, padding). Position t's logits predict token t+1, so everything shifts by one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Align predictions with targets: returns (logits [B,T-1,V], targets [B,T-1], mask [B,T-1] bool)."""
+    logits = logits[:, :-1, :]
+    targets = labels[:, 1:]
+    mask = targets != IGNORE
+    return logits, targets.clamp_min(0), mask
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(y_t | y_<t) for every target position: ([B, T-1] fp32, mask [B, T-1]).
+
+    Uses ``cross_entropy`` (a fused log-softmax + gather) so no [B, T, V] log-prob tensor is kept.
+    """
+    lg, tg, mask = shift(logits, labels)
+    nll = F.cross_entropy(lg.float().reshape(-1, lg.size(-1)), tg.reshape(-1), reduction="none").view(tg.shape)
+    return -nll * mask, mask
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum over answer tokens of log p: log pi(y|x) per sequence, [B]."""
+    lp, _ = token_logprobs(logits, labels)
+    return lp.sum(-1)
+
+
+def answer_lengths(labels: torch.Tensor) -> torch.Tensor:
+    """|y|: number of loss-bearing target tokens per sequence, [B]."""
+    return (labels[:, 1:] != IGNORE).sum(-1)
+
+
+def nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood over all answer tokens of the batch (token-weighted, as HF's loss)."""
+    lp, mask = token_logprobs(logits, labels)
+    return -lp.sum() / mask.sum().clamp_min(1)
+
+
+def ga_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Gradient ascent (e.g. Jang et al. 2023; TOFU's GA baseline): minimise -NLL(forget)."""
+    return -nll(logits, labels)
+
+
+def npo_loss(logp_theta: torch.Tensor, logp_ref: torch.Tensor, beta: float) -> torch.Tensor:
+    """NPO (Zhang et al. 2024, eq. 3): -(2/beta) E log sigmoid(-beta (log pi_theta(y|x) - log pi_ref(y|x))).
+
+    ``logp_*`` are sequence-summed log-probs [B]. When theta == ref this is (2/beta) log 2.
+    """
+    return -(2.0 / beta) * F.logsigmoid(-beta * (logp_theta - logp_ref)).mean()
+
+
+def simnpo_loss(logp_theta: torch.Tensor, lengths: torch.Tensor, beta: float, delta: float) -> torch.Tensor:
+    """SimNPO (Fan et al. 2024, eq. 4): -(2/beta) E log sigmoid(-(beta/|y|) log pi_theta(y|x) - beta*delta).
+
+    Reference-free: the length-normalised log-likelihood replaces NPO's reference ratio. The
+    margin enters as ``beta * delta``, as in the authors' and open-unlearning's code
+    (``logsigmoid(beta * (avg_nll - delta))``); the paper writes it as a plain gamma outside the
+    scaling. The two agree for the default delta = 0.
+    """
+    avg_nll = -logp_theta / lengths.clamp_min(1)
+    return -(2.0 / beta) * F.logsigmoid(beta * (avg_nll - delta)).mean()
+
+
+def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over answer tokens of KL(p_ref || p_theta) (the retain-KL term of GradDiff/NPO variants)."""
+    lg, _, mask = shift(logits, labels)
+    rg = ref_logits[:, :-1, :]
+    logp = F.log_softmax(lg.float(), -1)
+    logq = F.log_softmax(rg.float(), -1)
+    kl = (logq.exp() * (logq - logp)).sum(-1)
+    return (kl * mask).sum() / mask.sum().clamp_min(1)
