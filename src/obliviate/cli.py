@@ -1,0 +1,69 @@
+"""The ``obliviate`` command line.
+
+Each subcommand lives in ``obliviate/commands/<name>.py`` with ``HELP``, ``add_arguments(parser)``
+and ``run(args) -> int``; add one to ``COMMANDS`` below. User errors (``ObliviateError``) print as
+one clear line (``-v`` shows the traceback) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .errors import ObliviateError
+
+COMMANDS = {
+    "demo": "demo",
+    "finetune": "train",
+    "unlearn": "train",
+    "eval": "eval",
+    "methods": "info",
+    "models": "info",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="obliviate", description="Machine unlearning for LLMs.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"obliviate.commands.{module}")
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("obliviate.commands"):
+                continue  # a command not written yet
+            raise
+        mod.register(sub, name)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        try:
+            import transformers
+
+            transformers.logging.set_verbosity_error()
+        except ImportError:
+            pass
+    try:
+        return int(args.func(args) or 0)
+    except ObliviateError as e:
+        if args.verbose:
+            raise
+        print(f"obliviate: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("obliviate: interrupted (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

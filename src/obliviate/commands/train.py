@@ -1,0 +1,64 @@
+"""``obliviate unlearn`` and ``obliviate finetune``: one run from a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLES = {
+    "unlearn": """examples:
+  obliviate unlearn --config configs/npo.yaml
+  obliviate unlearn --config configs/npo.yaml --set train.lr=2e-5 --set method.beta=0.2
+  obliviate unlearn --config configs/npo.yaml --dry-run
+  obliviate unlearn --config configs/npo.yaml --resume""",
+    "finetune": """examples:
+  obliviate finetune --config configs/finetune_tofu.yaml
+  obliviate finetune --config configs/finetune_tofu.yaml --set train.max_steps=10 --overwrite""",
+}
+
+
+def register(sub, name: str) -> None:
+    what = "unlearn forget data from a model" if name == "unlearn" else "fine-tune a model (e.g. to plant facts)"
+    p = sub.add_parser(name, help=what, description=what, epilog=EXAMPLES[name],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="run YAML (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-5")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--overwrite", action="store_true", help="allow a non-empty output_dir (its contents are replaced)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    p.set_defaults(func=lambda a: run(a, name))
+
+
+def run(args, name: str) -> int:
+    from ..api import finetune, unlearn
+    from ..config import apply_overrides, dump_yaml, load_yaml
+    from ..models import load_model
+    from ..runconfig import parse_run_config
+
+    raw = apply_overrides(load_yaml(args.config), args.set)
+    if name == "finetune":
+        raw["method"] = {"name": "sft"}
+    cfg = parse_run_config(raw)
+    if args.dry_run:
+        print(dump_yaml(cfg), end="")
+        return 0
+    forget = cfg.forget.load()
+    method = dict(cfg.method)
+    method_name = method.pop("name")
+    model, tok = load_model(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    from ..config import to_dict
+
+    options = {**method, **{k: v for k, v in to_dict(cfg.train).items()}, **to_dict(cfg.data)}
+    options["adam_betas"] = tuple(options["adam_betas"])
+    options["trainable"] = tuple(options["trainable"])
+    if name == "finetune":
+        result = finetune(model, tok, forget, run_dir=cfg.output_dir, overwrite=args.overwrite, resume=args.resume, **options)
+    else:
+        retain = cfg.retain.load() if cfg.retain else None
+        result = unlearn(model, tok, forget, retain, method=method_name, run_dir=cfg.output_dir,
+                         overwrite=args.overwrite, resume=args.resume, **options)
+    from ..io import write_text
+
+    write_text(f"{cfg.output_dir}/config.yaml", dump_yaml(cfg))
+    last = result.log[-1] if result.log else {}
+    print(f"done: {result.steps} steps, final loss {last.get('loss', float('nan')):.4f}; model saved to {cfg.output_dir}/model")
+    return 0
