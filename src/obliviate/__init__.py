@@ -7,9 +7,10 @@ Entry points: ``load_model``, ``load_records``, ``unlearn``, ``finetune``; metho
 from .api import finetune, unlearn
 from .data import load_records, load_tofu, make_facts
 from .errors import ObliviateError
+from .eval import evaluate
 from .models import load_model, save_model
 from . import methods
 
 __version__ = "0.1.0"
-__all__ = ["finetune", "unlearn", "load_model", "save_model", "load_records", "load_tofu", "make_facts", "methods",
+__all__ = ["finetune", "unlearn", "evaluate", "load_model", "save_model", "load_records", "load_tofu", "make_facts", "methods",
            "ObliviateError", "__version__"]

@@ -69,7 +69,7 @@ def prepare_run_dir(run_dir: str | os.PathLike | None, overwrite: bool = False, 
 
 
 def _run(model, tokenizer, method_name: str, spec, primary, retain, options: dict[str, Any], run_dir, overwrite,
-         resume, reference_model, save: bool, callbacks) -> TrainResult:
+         resume, reference_model, save: bool, callbacks, merge_adapter: bool = True) -> TrainResult:
     mcfg, tcfg, ecfg = split_options(spec.config, options)
     method = build(method_name, mcfg)
     train_cfg = from_dict(TrainConfig, tcfg, where="train")
@@ -91,28 +91,33 @@ def _run(model, tokenizer, method_name: str, spec, primary, retain, options: dic
     if out is not None and save:
         from .models import save_model
 
-        save_model(result.model, tokenizer, out / "model")
+        save_model(result.model, tokenizer, out / "model", merge_adapter=merge_adapter)
     return result
 
 
 def unlearn(model, tokenizer, forget, retain=None, method: str = "npo", *, run_dir=None, overwrite: bool = False,
-            resume: bool = False, reference_model=None, save: bool = True, callbacks=(), **options: Any) -> TrainResult:
+            resume: bool = False, reference_model=None, save: bool = True, callbacks=(), merge_adapter: bool = True,
+            **options: Any) -> TrainResult:
     """Unlearn ``forget`` from ``model`` (in place) with a registered method.
 
     Args:
         forget, retain: records (list of dicts), a file path, or a ``datasets`` split.
         method: a name from ``obliviate.methods.names()``.
         run_dir: optional run directory (config.yaml, train_log.jsonl, checkpoints/, model/).
+        merge_adapter: with LoRA (``lora={...}``), write model/ as the merged model (default) or, if
+            False, the adapter alone (``load_model`` reads either; the adapter needs its base model).
+            With LoRA, use ``result.model`` (the peft model) afterwards.
         reference_model: a frozen reference other than the starting model (default: a copy of it,
             made only if the method needs one).
         **options: method options (e.g. ``beta``), train options (``lr``, ``max_steps``, ...) and data
             options (``max_length``, ``template``).
     """
     return _run(model, tokenizer, method, METHODS.get(method), forget, retain, options, run_dir, overwrite, resume,
-                reference_model, save, callbacks)
+                reference_model, save, callbacks, merge_adapter)
 
 
 def finetune(model, tokenizer, data, *, run_dir=None, overwrite: bool = False, resume: bool = False, save: bool = True,
-             callbacks=(), **options: Any) -> TrainResult:
+             callbacks=(), merge_adapter: bool = True, **options: Any) -> TrainResult:
     """Plain fine-tuning (answer-token NLL) through the same engine; e.g. to plant facts before unlearning."""
-    return _run(model, tokenizer, "sft", FINETUNE, data, None, options, run_dir, overwrite, resume, None, save, callbacks)
+    return _run(model, tokenizer, "sft", FINETUNE, data, None, options, run_dir, overwrite, resume, None, save, callbacks,
+                merge_adapter)

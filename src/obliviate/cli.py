@@ -19,8 +19,13 @@ COMMANDS = {
     "finetune": "train",
     "unlearn": "train",
     "eval": "eval",
+    "report": "report",
     "methods": "info",
     "models": "info",
+    "attack": "attack",
+    "select-layer": "select_layer",
+    "merge": "merge",
+    "spunge": "spunge",
 }
 
 

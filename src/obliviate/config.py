@@ -165,7 +165,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
+            if isinstance(node.get(p), str):  # `method: npo` is shorthand for `method: {name: npo}`
+                node[p] = {"name": node[p]}
+            elif not isinstance(node.get(p), dict):
                 node[p] = {}
             node = node[p]
         node[parts[-1]] = value

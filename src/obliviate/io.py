@@ -21,7 +21,7 @@ def atomic_path(target: str | os.PathLike, is_dir: bool = False) -> Iterator[Pat
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    work = tmp if is_dir else tmp / target.name
+    work = tmp / target.name  # a directory target is created by the caller
     try:
         yield work
         if is_dir:

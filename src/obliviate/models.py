@@ -141,6 +141,8 @@ def load_model(
                     f"({', '.join(ALIASES)}).{did_you_mean(name, list(ALIASES))}"
                 )
             path = name  # a hub id: let transformers fetch it
+        elif path.is_dir() and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+            return _load_adapter(path, dtype, device, trust_remote_code)
         elif path.is_dir() and not (path / "config.json").is_file():
             raise ModelError(f"'{path}' has no config.json: it is not a Hugging Face model directory.")
     try:
@@ -151,6 +153,27 @@ def load_model(
     prepare_tokenizer(tok)
     if device is not None:
         model.to(device)
+    return model, tok
+
+
+def _load_adapter(path: Path, dtype, device, trust_remote_code: bool):
+    """A LoRA adapter directory (``save_model(..., merge_adapter=False)``): its base model (from
+    ``adapter_config.json``'s ``base_model_name_or_path``) with the adapter applied, as a peft model."""
+    import json
+
+    from peft import PeftModel
+
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"'{path}' is a LoRA adapter without a base model path in adapter_config.json; load the base "
+                         f"model and apply it with peft.PeftModel.from_pretrained(base, '{path}').")
+    model, tok = load_model(base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    model = PeftModel.from_pretrained(model, str(path))
+    if (path / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        prepare_tokenizer(tok)
     return model, tok
 
 

@@ -25,6 +25,8 @@ def register(sub, name: str) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--overwrite", action="store_true", help="allow a non-empty output_dir (its contents are replaced)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    p.add_argument("--merge-adapter", action=argparse.BooleanOptionalAction, default=True,
+                   help="with train.lora: save model/ merged into the base (default) or, with --no-merge-adapter, the adapter alone")
     p.set_defaults(func=lambda a: run(a, name))
 
 
@@ -51,11 +53,12 @@ def run(args, name: str) -> int:
     options["adam_betas"] = tuple(options["adam_betas"])
     options["trainable"] = tuple(options["trainable"])
     if name == "finetune":
-        result = finetune(model, tok, forget, run_dir=cfg.output_dir, overwrite=args.overwrite, resume=args.resume, **options)
+        result = finetune(model, tok, forget, run_dir=cfg.output_dir, overwrite=args.overwrite, resume=args.resume,
+                          merge_adapter=args.merge_adapter, **options)
     else:
         retain = cfg.retain.load() if cfg.retain else None
         result = unlearn(model, tok, forget, retain, method=method_name, run_dir=cfg.output_dir,
-                         overwrite=args.overwrite, resume=args.resume, **options)
+                         overwrite=args.overwrite, resume=args.resume, merge_adapter=args.merge_adapter, **options)
     from ..io import write_text
 
     write_text(f"{cfg.output_dir}/config.yaml", dump_yaml(cfg))

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import ConfigError
+from .lora import LoraSettings
 
 
 @dataclass(frozen=True)
@@ -13,7 +14,7 @@ class TrainConfig:
     """Optimisation, budget, precision, logging and checkpointing of one run."""
 
     lr: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
-    optimizer: Literal["adamw", "sgd"] = field(default="adamw", metadata={"help": "'adamw' (default) or 'sgd' (momentum 0.9)."})
+    optimizer: Literal["adamw", "sgd", "sign_momentum"] = field(default="adamw", metadata={"help": "'adamw' (default), 'sgd' (momentum 0.9), or 'sign_momentum' (lr * sign of an EMA of gradients, beta 0.965: FALCON's SophiaG without Hessian updates)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW/SGD weight decay."})
     adam_betas: tuple[float, ...] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas."})
     scheduler: Literal["constant", "linear", "cosine"] = field(default="linear", metadata={"help": "LR decay after warmup."})
@@ -33,6 +34,7 @@ class TrainConfig:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
     trainable: tuple[str, ...] = field(default=(), metadata={"help": "Regexes of trainable parameter names, overriding the method's choice (empty: method default)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar with the live losses."})
+    lora: LoraSettings | None = field(default=None, metadata={"help": "Train LoRA adapters instead of the full weights (r, alpha, dropout, target_modules); None: full weights."})
 
     def __post_init__(self):
         def bad(key: str, why: str):

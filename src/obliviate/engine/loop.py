@@ -26,6 +26,7 @@ from ..methods.base import Aux, Batch, Method, Reference, forward
 from ..methods.losses import sequence_logprob
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .lora import apply_lora
 from .stream import Stream
 
 Callback = Callable[[int, dict[str, Any]], None]
@@ -108,6 +109,10 @@ def reference_logprobs(reference, model, examples, pad_id: int, device, batch_si
 def _make_optimizer(params, cfg: TrainConfig):
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sign_momentum":
+        from .sign_momentum import SignMomentum
+
+        return SignMomentum(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
 
 
@@ -138,12 +143,23 @@ def train(
         raise ConfigError("The forget (training) set is empty.")
     if needs.retain and not retain:
         raise ConfigError(f"Method '{method.name}' needs retain data; pass retain records (or set its alpha to 0).")
-    acc = Accelerator(mixed_precision=cfg.mixed_precision)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not _has_accelerator())
     set_seed(cfg.seed)
     run_dir = Path(run_dir) if run_dir is not None else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
+    if cfg.lora is not None:  # adapters only; the reference becomes the base with adapters disabled
+        model = apply_lora(model, cfg.lora)
+    if hasattr(method, "attach_tokenizer"):  # optional hook: methods that read token texts (DI focus)
+        method.attach_tokenizer(tokenizer)
+    if hasattr(method, "prepare"):  # optional hook: methods that inspect model + data first (FALCON's MI layer choice)
+        method.prepare(model.to(acc.device), forget, retain, pad_id)
+        needs = method.needs
     select_trainable(model, cfg.trainable or needs.trainable)
+    # optional hook: methods that transform the trained weights at the end (TVN's negation) get the
+    # starting trainable values, captured here, before any step or resumed checkpoint
+    initial = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad} \
+        if hasattr(method, "finalize") else None
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(acc.device)
@@ -231,6 +247,8 @@ def train(
     if writer:
         writer.close()
     acc.wait_for_everyone()
+    if initial is not None:
+        method.finalize(acc.unwrap_model(model), initial)
     return TrainResult(model=acc.unwrap_model(model), log=log, steps=steps, run_dir=run_dir)
 
 
@@ -294,6 +312,17 @@ def _save(root: Path, step: int, model, optimizer, scheduler, cfg: TrainConfig, 
         save_checkpoint(root, step, acc.unwrap_model(model), optimizer, scheduler, cfg.keep_checkpoints)
     acc.wait_for_everyone()
     return path
+
+
+def _has_accelerator() -> bool:
+    """True when a GPU-like device exists. Without one we ask accelerate for CPU explicitly, so
+    ``accelerate launch --multi_gpu --num_processes N`` / ``torchrun`` on a CPU machine give a
+    gloo MULTI_CPU run instead of N independent single-process runs."""
+    if torch.cuda.is_available():
+        return True
+    xpu = getattr(torch, "xpu", None)
+    mps = getattr(torch.backends, "mps", None)
+    return bool((xpu is not None and xpu.is_available()) or (mps is not None and mps.is_available()))
 
 
 class _null:

@@ -12,11 +12,15 @@ from typing import Any
 from ..config import from_dict
 from ..registry import Registry
 from .base import Aux, Batch, LossOutput, Method, Needs, Reference
+from .di import DI, DIConfig
+from .falcon import FALCON, FALCONConfig
 from .ga import GA, GAConfig
 from .graddiff import GradDiff, GradDiffConfig
 from .npo import NPO, NPOConfig
+from .rmu import RMU, RMUConfig
 from .sft import SFT, SFTConfig
 from .simnpo import SimNPO, SimNPOConfig
+from .tvn import TVN, TVNConfig
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,12 @@ METHODS: Registry[MethodSpec] = Registry(
         "graddiff": MethodSpec(GradDiff, GradDiffConfig, "Forget ascent + retain NLL/KL (gradient difference)"),
         "npo": MethodSpec(NPO, NPOConfig, "Negative Preference Optimization (Zhang et al. 2024)"),
         "simnpo": MethodSpec(SimNPO, SimNPOConfig, "Reference-free NPO (Fan et al. 2024)"),
+        "rmu": MethodSpec(RMU, RMUConfig, "Representation Misdirection for Unlearning (Li et al. 2024, WMDP)"),
+        "falcon": MethodSpec(FALCON, FALCONConfig, "Contrastive representation steering + orthogonal gradient projection (Hu et al. 2025)"),
+        "tvn": MethodSpec(TVN, TVNConfig, "Task-vector negation: fine-tune on forget, subtract the task vector"),
+        "di": MethodSpec(DI, DIConfig, "Deliberate Imagination / UNDIAL self-distillation (Dong et al. 2024)"),
     },
+    aliases={"undial": "di"},
 )
 # Not an unlearning method, but run by the same engine for `obliviate finetune`.
 FINETUNE = MethodSpec(SFT, SFTConfig, "Plain fine-tuning (NLL)")

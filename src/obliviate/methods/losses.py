@@ -80,3 +80,54 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torc
     logq = F.log_softmax(rg.float(), -1)
     kl = (logq.exp() * (logq - logp)).sum(-1)
     return (kl * mask).sum() / mask.sum().clamp_min(1)
+
+
+def di_targets(teacher_logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deliberate Imagination / UNDIAL targets (Dong et al. 2024, arXiv 2402.10052, Sec. 3):
+    q_t = softmax(z_t - gamma * onehot(x_{t+1})), the teacher's distribution with only the true
+    next token's logit lowered by ``gamma`` (temperature 1). Returns (q [B, T-1, V] fp32, mask [B, T-1])."""
+    lg, tg, mask = shift(teacher_logits, labels)
+    adjusted = lg.float().scatter_add(-1, tg.unsqueeze(-1), torch.full_like(tg, -gamma, dtype=torch.float).unsqueeze(-1))
+    return F.softmax(adjusted, -1), mask
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over ``mask``ed positions of w_t * sum_v -q_t,v log p_t,v.
+
+    ``student_logits`` are the *unshifted* [B, T, V]; ``targets`` q and ``mask`` come shifted
+    ([B, T-1, V], [B, T-1]) as from ``di_targets``. ``weights`` [B, T-1] (default 1) scale each
+    position; the sum is divided by the number of positions, not by the sum of weights (as the
+    reference code's ``(loss * reweight).mean()``).
+    """
+    logp = F.log_softmax(student_logits[:, :-1, :].float(), -1)
+    ce = -(targets.float() * logp).sum(-1)
+    if weights is not None:
+        ce = ce * weights
+    return (ce * mask).sum() / mask.sum().clamp_min(1)
+
+
+def di_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, gamma: float,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The DI/UNDIAL loss: soft-label cross-entropy from the student to ``di_targets`` on answer
+    tokens (= KL(q || p_theta) + H(q), so its gradient is that of the KL).
+
+    Worked example (V = 2, one answer position, true next token 0, gamma = ln 3): teacher logits
+    (0, 0) -> adjusted (-ln 3, 0) -> q = (1/4, 3/4); a student with logits (0, 0) has p = (1/2, 1/2),
+    so the loss is -(1/4 ln 1/2 + 3/4 ln 1/2) = ln 2.
+    The reference code (``DITrainer.compute_loss``) averages over every position including
+    padding; here prompt and padding positions (labels -100) carry no loss.
+    """
+    targets, mask = di_targets(teacher_logits.detach(), labels, gamma)
+    return soft_cross_entropy(student_logits, targets, mask, weights)
+
+
+def sparse_soft_cross_entropy(student_logits: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
+                              mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``soft_cross_entropy`` for targets given as top-k probabilities ``values`` [B, T-1, k] at
+    vocabulary ``indices`` [B, T-1, k] (zero elsewhere): no dense [B, T-1, V] target is built."""
+    logp = F.log_softmax(student_logits[:, :-1, :].float(), -1)
+    ce = -(values.float() * logp.gather(-1, indices.long())).sum(-1)
+    if weights is not None:
+        ce = ce * weights
+    return (ce * mask).sum() / mask.sum().clamp_min(1)

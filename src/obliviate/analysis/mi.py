@@ -1,0 +1,165 @@
+"""Mutual-information layer selection (FALCON, Hu et al. 2025, Sec. 3.1; reference ``MI/Mutual_Info.py``).
+
+For each decoder block l, take the last-token hidden state (output of block l, i.e. HF
+``hidden_states[l + 1]``) of n forget and n retain samples, estimate
+
+    I(F; R) = H(F) + H(R) - H(F, R)
+
+with Gaussian-KDE entropies after PCA (95% variance), and choose l* = argmin_l I. A low value
+means forget and retain representations are least entangled at that layer, so steering forget
+activations there should disturb retain the least.
+
+Estimator, as in the reference code: each of F, R and the joint (F, R) is reduced separately
+by PCA keeping ``pca_variance`` of its variance (only when it has more than 10 features), a
+``scipy.stats.gaussian_kde`` (Scott bandwidth) is fitted on the samples, and H = -mean log p^(x_i)
+over the same samples (resubstitution). With few samples (the reference uses ~30) the estimate is
+a heuristic score rather than a consistent MI estimate: compare layers with it, not models.
+
+Pairing for the joint entropy: the i-th forget sample is concatenated with the i-th retain sample
+(the first n of each set, in order; both truncated to the shorter). Forget and retain data have no
+natural correspondence, so any pairing is arbitrary; we keep the reference's order-based pairing so
+our layer choices match its, and because a fixed order makes the choice reproducible (and identical
+on every process of a multi-process run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..data.encode import collate
+from ..errors import ConfigError
+
+
+def kde_entropy(x: np.ndarray, pca_variance: float = 0.95, pca_above: int = 10) -> float:
+    """Differential entropy (nats) of samples x [n, k]: PCA (if k > ``pca_above``) + Gaussian KDE resubstitution."""
+    from scipy.stats import gaussian_kde
+
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.shape[1] > pca_above and pca_variance < 1:
+        from sklearn.decomposition import PCA
+
+        x = PCA(n_components=pca_variance, svd_solver="full").fit_transform(x)
+    while True:
+        try:
+            kde = gaussian_kde(x.T)
+            return float(-np.mean(kde.logpdf(x.T)))
+        except np.linalg.LinAlgError:
+            if x.shape[1] == 1:
+                raise
+            x = x[:, :-1]  # drop the weakest principal direction until the kernel covariance is invertible
+
+
+@dataclass(frozen=True)
+class MIEstimate:
+    mi: float
+    h_forget: float
+    h_retain: float
+    h_joint: float
+
+
+def mutual_information(forget: np.ndarray, retain: np.ndarray, pca_variance: float = 0.95) -> MIEstimate:
+    """I(F; R) = H(F) + H(R) - H(F, R) from paired rows (row i of each; truncated to the shorter)."""
+    n = min(len(forget), len(retain))
+    if n < 3:
+        raise ConfigError(f"Mutual information needs at least 3 forget and 3 retain samples, got {len(forget)} and {len(retain)}.")
+    f, r = np.asarray(forget)[:n].reshape(n, -1), np.asarray(retain)[:n].reshape(n, -1)
+    h_f, h_r = kde_entropy(f, pca_variance), kde_entropy(r, pca_variance)
+    h_j = kde_entropy(np.hstack([f, r]), pca_variance)
+    return MIEstimate(h_f + h_r - h_j, h_f, h_r, h_j)
+
+
+@dataclass(frozen=True)
+class LayerSelection:
+    layer: int
+    """The chosen decoder block (lowest MI)."""
+    layers: tuple[int, ...]
+    estimates: tuple[MIEstimate, ...] = field(repr=False)
+
+    @property
+    def mi(self) -> dict[int, float]:
+        return {l: e.mi for l, e in zip(self.layers, self.estimates)}
+
+
+def select_from_states(forget_states: Sequence[np.ndarray], retain_states: Sequence[np.ndarray],
+                       layers: Sequence[int] | None = None, pca_variance: float = 0.95) -> LayerSelection:
+    """argmin over layers of I(F_l; R_l); ``*_states[i]`` are [n, d] samples of layer ``layers[i]``."""
+    layers = tuple(layers) if layers is not None else tuple(range(len(forget_states)))
+    est = tuple(mutual_information(f, r, pca_variance) for f, r in zip(forget_states, retain_states))
+    best = int(np.argmin([e.mi for e in est]))
+    return LayerSelection(layers[best], layers, est)
+
+
+@torch.no_grad()
+def last_token_states(model, examples: list[dict[str, Any]], pad_id: int, layers: Sequence[int],
+                      batch_size: int = 8) -> list[np.ndarray]:
+    """Output of each block in ``layers`` at each example's last real token: one [N, d] array per layer."""
+    from ..methods.representation import decoder_blocks
+
+    blocks = decoder_blocks(model)
+    device = next(model.parameters()).device
+    got: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
+    last: list[torch.Tensor] = []
+
+    def hook(l):
+        def fn(module, args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            got[l].append(h[torch.arange(h.shape[0], device=h.device), last[0]].float().cpu())
+        return fn
+
+    handles = [blocks[l].register_forward_hook(hook(l)) for l in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        for s in range(0, len(examples), batch_size):
+            b = collate(examples[s:s + batch_size], pad_id)
+            last[:] = [(b["attention_mask"].sum(-1) - 1).to(device)]
+            model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return [torch.cat(got[l]).numpy() for l in layers]
+
+
+def select_layer(model, forget: list[dict[str, Any]], retain: list[dict[str, Any]], pad_id: int,
+                 n_samples: int = 30, layers: Sequence[int] | None = None, pca_variance: float = 0.95) -> LayerSelection:
+    """FALCON's layer choice on encoded examples: the first ``n_samples`` of each set, all blocks by default."""
+    from ..methods.representation import check_layer, num_layers
+
+    layers = tuple(layers) if layers is not None else tuple(range(num_layers(model)))
+    for l in layers:
+        check_layer(model, l, "layers")
+    fs = last_token_states(model, forget[:n_samples], pad_id, layers)
+    rs = last_token_states(model, retain[:n_samples], pad_id, layers)
+    return select_from_states(fs, rs, layers, pca_variance)
+
+
+def plot_selection(sel: LayerSelection, path: str | Path, title: str = "I(F; R) per layer") -> Path:
+    """Save a line plot of the MI per layer with the chosen layer marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(sel.layers, [e.mi for e in sel.estimates], "o-", color="tab:purple")
+    ax.plot([sel.layer], [sel.mi[sel.layer]], "*", color="gold", markersize=16, markeredgecolor="black",
+            label=f"lowest MI: layer {sel.layer}")
+    ax.set_xlabel("decoder block (output)")
+    ax.set_ylabel("I(F; R) [nats]")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

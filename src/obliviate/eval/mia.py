@@ -1,0 +1,86 @@
+"""Membership-inference scores and AUCs, as pure functions over per-token statistics.
+
+Every score is a *membership* score: higher means "more likely seen in training". AUC is
+P(score(forget item) > score(holdout item)) (``sklearn.metrics.roc_auc_score`` with forget = 1):
+about 0.5 for a model that never saw the forget set, near 1 for one that memorised it.
+
+* LOSS (Yeom et al. 2018): -mean token NLL.
+* zlib (Carlini et al. 2021): -mean NLL / zlib entropy, where the entropy is the length in bytes
+  of ``zlib.compress(text)`` (MUSE / MIMIR code).
+* Min-K% (Shi et al. 2024): mean of the k% lowest token log-probs (k = 0.4 default here, as MUSE).
+* Min-K%++ (Zhang et al. 2024): per token (log p(x_t) - mu_t) / sigma_t with mu_t, sigma_t the mean and
+  std of log p(z) under z ~ p(.|x_<t); then the mean of the k% lowest.
+* Reference (Carlini et al. 2021 / Mireshghallah et al. 2022): -(NLL_target - NLL_reference).
+* privleak (MUSE, Shi et al. 2024, Sec. 3): (AUC_unlearn - AUC_retain) / AUC_retain * 100; 0 is ideal,
+  > 0 under-unlearning, < 0 over-unlearning.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import torch
+
+
+def loss_score(token_logprobs: torch.Tensor) -> float:
+    """LOSS attack: mean token log-prob (= -mean NLL) of one item, tokens [n]."""
+    return float(token_logprobs.double().mean())
+
+
+def zlib_score(token_logprobs: torch.Tensor, text: str) -> float:
+    """zlib attack: -mean NLL / len(zlib.compress(text)) for one item."""
+    return float(token_logprobs.double().mean()) / len(zlib.compress(text.encode("utf-8")))
+
+
+def _lowest_k_mean(x: torch.Tensor, k: float) -> float:
+    n = max(1, int(math.floor(k * x.numel()))) if x.numel() else 0
+    if n == 0:
+        return float("nan")
+    return float(torch.topk(x.double(), n, largest=False).values.mean())
+
+
+def min_k_score(token_logprobs: torch.Tensor, k: float = 0.4) -> float:
+    """Min-K%: mean of the floor(k * n) (at least 1) lowest token log-probs."""
+    return _lowest_k_mean(token_logprobs, k)
+
+
+def min_k_plus_plus_score(token_logprobs: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, k: float = 0.4) -> float:
+    """Min-K%++: mean of the k% lowest (log p(x_t) - mu_t) / sigma_t."""
+    z = (token_logprobs.double() - mu.double()) / sigma.double().clamp_min(1e-12)
+    return _lowest_k_mean(z, k)
+
+
+def reference_score(token_logprobs: torch.Tensor, ref_token_logprobs: torch.Tensor) -> float:
+    """Reference attack: mean log p_target - mean log p_reference (= NLL_ref - NLL_target)."""
+    return float(token_logprobs.double().mean() - ref_token_logprobs.double().mean())
+
+
+def auc(forget_scores, holdout_scores) -> float:
+    """ROC AUC of separating forget (positive) from holdout (negative) by membership score."""
+    from sklearn.metrics import roc_auc_score  # imported here: sklearn is slow to import
+
+    f, h = np.asarray(forget_scores, dtype=float), np.asarray(holdout_scores, dtype=float)
+    y = np.r_[np.ones(len(f)), np.zeros(len(h))]
+    return float(roc_auc_score(y, np.r_[f, h]))
+
+
+def privleak(auc_unlearn: float, auc_retain: float) -> float:
+    """MUSE privleak in percent: (AUC_unlearn - AUC_retain) / AUC_retain * 100 (NaN if AUC_retain is 0)."""
+    if auc_retain == 0:
+        return float("nan")
+    return (auc_unlearn - auc_retain) / auc_retain * 100.0
+
+
+ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
+
+
+def attack_scores(stats: list[dict], texts: list[str], k: float = 0.4) -> dict[str, list[float]]:
+    """Every reference-free attack's score per item, from the runner's per-item token stats."""
+    return {
+        "loss": [loss_score(s["logprobs"]) for s in stats],
+        "zlib": [zlib_score(s["logprobs"], t) for s, t in zip(stats, texts)],
+        "min_k": [min_k_score(s["logprobs"], k) for s in stats],
+        "min_k_plus_plus": [min_k_plus_plus_score(s["logprobs"], s["mu"], s["sigma"], k) for s in stats],
+    }

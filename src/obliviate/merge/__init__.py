@@ -1,0 +1,12 @@
+"""Model merging: TIES, task arithmetic, linear averaging and DARE, in memory or streaming.
+
+``merge_state_dicts(base, models, cfg)`` merges state dicts held in memory;
+``merge_files(base_dir, model_dirs, out_dir, cfg)`` streams safetensors files tensor by tensor
+(full-weight runs or LoRA adapters). Both run the same per-tensor kernels (``ops.py``).
+"""
+
+from .ops import MergeConfig, dare, elect_sign, merge_state_dicts, merge_tensor, task_vector, trim_topk
+from .stream import merge_files
+
+__all__ = ["MergeConfig", "dare", "elect_sign", "merge_state_dicts", "merge_tensor", "merge_files", "task_vector",
+           "trim_topk"]

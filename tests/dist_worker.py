@@ -1,0 +1,22 @@
+"""Run by ``accelerate launch`` in tests/test_distributed.py: a few steps of a method on a tiny
+Llama, then each rank saves its final weights as rank<k>.safetensors in the given directory."""
+
+import os
+import sys
+
+from safetensors.torch import save_file
+
+
+def main(out: str, method: str, per_device_batch: int) -> None:
+    import obliviate
+    from obliviate.testing import tiny_model_and_tokenizer
+
+    facts = obliviate.make_facts(4, 2, seed=0)
+    model, tok = tiny_model_and_tokenizer()
+    obliviate.unlearn(model, tok, facts[:4], facts[4:], method=method, save=False, max_steps=4, lr=1e-3,
+                      batch_size=per_device_batch, progress=False, template="plain", max_grad_norm=None)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/rank{os.environ.get('RANK', '0')}.safetensors")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
