@@ -97,10 +97,34 @@ def _unlearn_one(name, model, tok, forget, kept, opts, cfg: DemoConfig, run_dir:
     common = dict(max_steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, warmup_steps=0,
                   scheduler="constant", progress=progress, run_dir=run_dir, overwrite=True)
     if name.startswith("spunge:"):
-        from .spunge import demo_spunge  # SPUNGE around a base method, split by person
-
-        return demo_spunge(model, tok, forget, kept, name.split(":", 1)[1], {**common, **opts}, split_by="person")
+        return spunge_in_memory(model, tok, forget, kept, name.split(":", 1)[1], {**common, **opts}, split_by="person")
     return unlearn(model, tok, forget, kept, method=name, **{**common, **opts}).model
+
+
+def spunge_in_memory(model, tok, forget, retain, method: str, options: dict[str, Any], split_by: str):
+    """SPUNGE for a small model held in memory: split ``forget`` by ``split_by``, unlearn each
+    subset from the same starting weights, TIES-merge (paper defaults). The total step budget
+    ``max_steps`` is shared equally by the subsets, so SPUNGE costs what the base method costs.
+    (``obliviate spunge`` is the full pipeline with run directories, backends and resume.)"""
+    import copy
+    import math
+
+    from .api import unlearn
+    from .merge.ops import MergeConfig, merge_state_dicts
+    from .spunge.split import SplitConfig, split_records
+
+    subsets = split_records(forget, SplitConfig(by=split_by))
+    base = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    steps = max(1, math.ceil(options.get("max_steps", 10) / len(subsets)))
+    run_dir = Path(options.pop("run_dir"))
+    unlearned = []
+    for i, (value, records) in enumerate(subsets.items()):
+        model.load_state_dict(base)
+        sub = unlearn(model, tok, records, retain, method=method, **{**options, "max_steps": steps},
+                      run_dir=run_dir / f"subset_{i}", save=False)
+        unlearned.append({k: v.detach().clone() for k, v in sub.model.state_dict().items()})
+    model.load_state_dict(merge_state_dicts(base, unlearned, MergeConfig()))
+    return model
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -1,15 +1,59 @@
-"""The demo's evaluation of one model: forget/kept answer probability (TOFU Q_A_Prob)."""
+"""The demo's evaluation of one model, written as ``<run_dir>/eval/demo.json`` for the report.
+
+- forget/kept answer probability (TOFU ``Q_A_Prob``) and ROUGE-L recall of greedy answers;
+- MIA: AUC of the LOSS attack, forget facts (members) vs facts about never-seen people (0.5 = forgotten);
+- general ability: perplexity on a fixed built-in paragraph set (so the demo needs no data files).
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-from .eval import answer_prob
+import numpy as np
+
+from .eval.metrics import answer_prob as prob_from_sums, rouge_l_recall
+from .eval.mia import auc, loss_score
+from .eval.results import MetricResult, SuiteResult
+from .eval.runner import Evaluator
+
+GENERAL_TEXT = [
+    "The river rises in the mountains and flows south for several hundred kilometres before it reaches the sea.",
+    "Most plants need sunlight, water and carbon dioxide to make the sugars they use for energy.",
+    "The library opens at nine in the morning and closes at six in the evening on weekdays.",
+    "A balanced diet includes vegetables, fruit, grains and a source of protein such as beans or fish.",
+    "The committee met on Tuesday to discuss the budget for the coming year and approved most of the proposals.",
+    "Water boils at one hundred degrees Celsius at sea level, but at a lower temperature on high mountains.",
+    "She opened the window, looked at the grey sky, and decided to take an umbrella with her.",
+    "The train was delayed by twenty minutes because of maintenance work on the line near the station.",
+]
+
+DIRECTION = {"forget_prob": False, "kept_prob": True, "forget_rouge": False, "kept_rouge": True,
+             "mia_auc": False, "general_ppl": False}
 
 
-def evaluate_demo(model, tok, forget, kept, holdout, original, run_dir: Path) -> dict[str, Any]:
-    return {
-        "forget_prob": answer_prob(model, tok, forget).mean().item(),
-        "kept_prob": answer_prob(model, tok, kept).mean().item(),
+def _probs(ev: Evaluator, records) -> np.ndarray:
+    stats = ev.score_records(records)
+    return prob_from_sums([float(s["logprobs"].sum()) for s in stats], [len(s["logprobs"]) for s in stats])
+
+
+def evaluate_demo(model, tok, forget, kept, holdout, original, run_dir: Path | None) -> dict[str, Any]:
+    ev = Evaluator(model, tok, batch_size=16)
+    f_stats, h_stats = ev.score_records(forget), ev.score_records(holdout)
+    general = ev.score_records([{"text": t} for t in GENERAL_TEXT])
+    nll = sum(-float(s["logprobs"].sum()) for s in general)
+    n = sum(len(s["logprobs"]) for s in general)
+    values = {
+        "forget_prob": float(_probs(ev, forget).mean()),
+        "kept_prob": float(_probs(ev, kept).mean()),
+        "forget_rouge": float(rouge_l_recall(ev.generate_text(forget, 120), [r["answer"] for r in forget]).mean()),
+        "kept_rouge": float(rouge_l_recall(ev.generate_text(kept, 120), [r["answer"] for r in kept]).mean()),
+        # Members (forget) should look like non-members after unlearning: AUC 0.5 is ideal, 1.0 leaks.
+        "mia_auc": auc([loss_score(s["logprobs"]) for s in f_stats], [loss_score(s["logprobs"]) for s in h_stats]),
+        "general_ppl": math.exp(nll / max(n, 1)),
     }
+    if run_dir is not None:
+        summary = {k: MetricResult(k, v, DIRECTION[k], "obliviate demo metric") for k, v in values.items()}
+        SuiteResult(suite="demo", model=str(run_dir), summary=summary, items={}, meta={}).save(Path(run_dir))
+    return values

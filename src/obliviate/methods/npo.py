@@ -18,7 +18,7 @@ from typing import ClassVar
 from ..errors import ConfigError
 from .base import Aux, Batch, LossOutput, Needs, forward
 from .losses import npo_loss, sequence_logprob
-from .retain import RetainLoss, retain_loss
+from .retain import RetainLoss, with_retain
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,5 @@ class NPO:
         logp = sequence_logprob(forward(model, batch.forget).logits, batch.forget["labels"])
         forget = npo_loss(logp, aux.ref_forget_logprob.to(logp.device), c.beta)
         metrics = {"npo": forget.item(), "forget_logratio": (logp - aux.ref_forget_logprob.to(logp.device)).mean().item()}
-        loss = c.gamma * forget
-        if c.alpha > 0:
-            r = retain_loss(model, batch.retain, c.retain_loss, aux)
-            loss = loss + c.alpha * r
-            metrics[f"retain_{c.retain_loss}"] = r.item()
+        loss = with_retain(forget, c.gamma, c.alpha, c.retain_loss, model, batch, aux, metrics)
         return LossOutput(loss=loss, metrics=metrics)

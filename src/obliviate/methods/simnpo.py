@@ -15,7 +15,7 @@ from typing import ClassVar
 from ..errors import ConfigError
 from .base import Aux, Batch, LossOutput, Needs, forward
 from .losses import answer_lengths, sequence_logprob, simnpo_loss
-from .retain import RetainLoss, retain_loss
+from .retain import RetainLoss, with_retain
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,5 @@ class SimNPO:
         logp = sequence_logprob(forward(model, batch.forget).logits, labels)
         forget = simnpo_loss(logp, answer_lengths(labels), c.beta, c.delta)
         metrics = {"simnpo": forget.item()}
-        loss = c.gamma * forget
-        if c.alpha > 0:
-            r = retain_loss(model, batch.retain, c.retain_loss, aux)
-            loss = loss + c.alpha * r
-            metrics[f"retain_{c.retain_loss}"] = r.item()
+        loss = with_retain(forget, c.gamma, c.alpha, c.retain_loss, model, batch, aux, metrics)
         return LossOutput(loss=loss, metrics=metrics)
