@@ -54,3 +54,20 @@ def test_pcgrad_hand_value():
 def test_weighted_sum():
     g = WeightedSum({"retain": 3.0}).combine({"forget": torch.ones(2), "retain": torch.ones(2)})
     assert torch.equal(g, torch.full((2,), 4.0))
+
+
+def test_combiner_methods_refuse_sharded_backends():
+    """DeepSpeed/FSDP cannot combine per-objective gradients exactly: refuse with a clear message."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from obliviate.engine.combine import FalconProjection
+    from obliviate.engine.loop import _check_combiner_backend
+    from obliviate.errors import ConfigError
+
+    for kind in ("DistributedType.DEEPSPEED", "DistributedType.FSDP"):
+        with pytest.raises(ConfigError, match="falcon.*DDP"):
+            _check_combiner_backend(FalconProjection(), SimpleNamespace(distributed_type=kind), "falcon")
+    _check_combiner_backend(FalconProjection(), SimpleNamespace(distributed_type="DistributedType.MULTI_GPU"), "falcon")
+    _check_combiner_backend(None, SimpleNamespace(distributed_type="DistributedType.DEEPSPEED"), "npo")

@@ -108,6 +108,12 @@ def test_pipeline_failure_then_resume_skips_finished(spunge_setup, monkeypatch):
     assert set(res["spunge"]["forget"]) == {"all", *people}
     assert (tmp / "run" / "report.md").read_text().count("| forget |") == 3
     assert res["spunge"]["forget"]["all"] != res["original"]["forget"]["all"]  # the merge moved the model
+    # what `obliviate report` reads: per-person bars, headline metrics, and the page itself
+    table = json.loads((tmp / "run" / "spunge_table.json").read_text())
+    assert table == {p: {m: res[m]["forget"][p] for m in res} for p in people}
+    summary = json.loads((tmp / "run" / "summary.json").read_text())
+    assert summary["forget_metric"] == "spunge/forget_spunge" and summary["method"] == "spunge:graddiff"
+    assert people[0] in (tmp / "run" / "report.html").read_text()
 
 
 def test_auto_merge_reports_its_choice(spunge_setup):

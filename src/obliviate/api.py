@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from .data.encode import EncodeConfig, encode_records
 from .data.records import load_records
 from .engine import TrainConfig, TrainResult, train
 from .errors import ConfigError, did_you_mean
-from .io import write_text
+from .io import update_summary, write_text
 from .methods import FINETUNE, METHODS, build
 
 
@@ -79,6 +80,7 @@ def _run(model, tokenizer, method_name: str, spec, primary, retain, options: dic
         raise ConfigError("The forget set is empty: give at least one record.")
     retain_records = _records(retain, "retain") if method.needs.retain else []
     out = prepare_run_dir(run_dir, overwrite, resume)
+    started = time.time()
     if out is not None:
         write_text(out / "config.yaml", dump_yaml({"method": method_name, method_name: method.config,
                                                    "train": train_cfg, "data": enc_cfg}))
@@ -92,6 +94,11 @@ def _run(model, tokenizer, method_name: str, spec, primary, retain, options: dic
         from .models import save_model
 
         save_model(result.model, tokenizer, out / "model", merge_adapter=merge_adapter)
+    if out is not None:
+        last = result.log[-1] if result.log else {}
+        update_summary(out, method=method_name, steps=result.steps, train_time_s=round(time.time() - started, 2),
+                       final={k: v for k, v in last.items() if isinstance(v, (int, float))},
+                       model=str(out / "model") if save else None)
     return result
 
 

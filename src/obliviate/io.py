@@ -68,3 +68,23 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue  # a line torn by a crash
     return out
+
+
+def update_summary(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into ``<run_dir>/summary.json`` (atomically) and return the result.
+
+    ``summary.json`` is a run's one-glance record read by ``obliviate report``: ``method``,
+    ``steps``, ``train_time_s``, the final losses, and once evaluated ``forget_metric`` /
+    ``utility_metric`` (names like ``tofu/forget_quality`` of the report's trade-off axes).
+    """
+    path = Path(run_dir) / "summary.json"
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+            data = loaded if isinstance(loaded, dict) else {}
+        except json.JSONDecodeError:
+            data = {}
+    data.update(fields)
+    write_json(path, data)
+    return data

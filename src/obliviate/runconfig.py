@@ -7,6 +7,7 @@
     train: {lr: 1.0e-5, max_steps: 50, batch_size: 4}
     data: {max_length: 256, template: auto}
     output_dir: runs/npo
+    eval: {suites: [tofu], config: {tofu_dir: ../shared/data/tofu}}   # optional
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from .config import from_dict
 from .data.encode import EncodeConfig
 from .engine.config import TrainConfig
+from .eval.config import EvalConfig
 from .errors import ConfigError
 
 
@@ -46,6 +48,24 @@ class DataSource:
 
 
 @dataclass(frozen=True)
+class EvalSpec:
+    """Evaluation run on the finished model (results in ``<output_dir>/eval/``, then the report)."""
+
+    suites: tuple[str, ...] = field(default=(), metadata={"help": "Suites to run after training (tofu, mia, memorisation, mcq, ppl, toxicity); empty: none."})
+    config: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Suite settings (data folders, batch size, ...), as for `obliviate eval`."})
+    forget_metric: str | None = field(default=None, metadata={"help": "Metric on the report's forget axis, e.g. tofu/forget_quality (default: a guess)."})
+    utility_metric: str | None = field(default=None, metadata={"help": "Metric on the report's utility axis, e.g. tofu/model_utility (default: a guess)."})
+
+    def __post_init__(self):
+        from .errors import did_you_mean
+        from .eval.config import SUITES
+
+        for s in self.suites:
+            if s not in SUITES:
+                raise ConfigError(f"eval.suites: unknown suite '{s}'.{did_you_mean(s, SUITES)} Suites: {', '.join(SUITES)}.")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One unlearning (or fine-tuning) run."""
 
@@ -58,6 +78,7 @@ class RunConfig:
     data: EncodeConfig = field(default_factory=EncodeConfig, metadata={"help": "Tokenisation settings."})
     dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={"help": "Weights dtype when loading."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the hub (off by default)."})
+    eval: EvalSpec = field(default_factory=EvalSpec, metadata={"help": "Evaluate the result (eval/*.json, summary.json, report.html)."})
 
     def __post_init__(self):
         from .methods import METHODS, build

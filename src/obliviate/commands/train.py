@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 EXAMPLES = {
     "unlearn": """examples:
@@ -64,4 +65,19 @@ def run(args, name: str) -> int:
     write_text(f"{cfg.output_dir}/config.yaml", dump_yaml(cfg))
     last = result.log[-1] if result.log else {}
     print(f"done: {result.steps} steps, final loss {last.get('loss', float('nan')):.4f}; model saved to {cfg.output_dir}/model")
+    if cfg.eval.suites:
+        evaluate_run(result.model, tok, cfg.output_dir, cfg.eval, model_name=f"{cfg.output_dir}/model")
     return 0
+
+
+def evaluate_run(model, tok, run_dir, spec, model_name: str) -> None:
+    """Run ``spec.suites`` on the finished model, record the headline metrics, write the report."""
+    from ..eval.api import evaluate
+    from ..io import update_summary
+    from ..report import build_report
+
+    results = evaluate(model, tok, suites=spec.suites, run_dir=run_dir, config=spec.config, model_name=model_name)
+    update_summary(run_dir, forget_metric=spec.forget_metric, utility_metric=spec.utility_metric,
+                   eval={suite: {k: m.value for k, m in res.summary.items()} for suite, res in results.items()})
+    report = build_report([run_dir], Path(run_dir) / "report.html", title=f"obliviate run {run_dir}")
+    print(f"evaluated {', '.join(spec.suites)} -> {run_dir}/eval/; report: {report.html}")

@@ -194,6 +194,7 @@ def train(
     rs = Stream(len(retain), cfg.retain_batch_size or cfg.batch_size, cfg.seed + 1_000_003, acc.num_processes,
                 acc.process_index) if needs.retain else None
     combiner = getattr(method, "combiner", None)
+    _check_combiner_backend(combiner, acc, method.name)
     log: list[dict[str, Any]] = []
     writer = _tensorboard(run_dir) if cfg.tensorboard and run_dir and acc.is_main_process else None
     bar = _progress(steps, start, method.name, enabled=cfg.progress and acc.is_main_process)
@@ -269,6 +270,20 @@ def _accumulate_objectives(objectives, params, accum: int, into: dict[str, list[
         for a, g in zip(acc, gs):
             if g is not None:
                 a.add_(g)
+
+
+def _check_combiner_backend(combiner, acc, name: str) -> None:
+    """Per-objective gradient combination needs every process's full, un-reduced gradient per tensor.
+
+    DeepSpeed reduces and partitions gradients inside its engine (the per-objective gradients never
+    exist as such), and under FSDP each process holds only a shard of each tensor, so per-tensor
+    dot products would be local. Rather than silently changing the math, refuse both."""
+    kind = str(getattr(acc, "distributed_type", "")).split(".")[-1].upper()
+    if combiner is not None and kind in ("DEEPSPEED", "FSDP"):
+        raise ConfigError(
+            f"Method '{name}' combines per-objective gradients ({type(combiner).__name__}), which {kind} does not "
+            f"supports without changing the result. Launch it with DDP (configs/accelerate/ddp.yaml) or as a "
+            f"single process.")
 
 
 def _apply_combined(obj_grads, params, combiner, acc) -> None:

@@ -111,7 +111,35 @@ def run_spunge(cfg: SpungeConfig, resume: bool = False, overwrite: bool = False)
     report["merge"] = to_dict(merge_cfg)
     write_json(run / "report.json", report)
     write_text(run / "report.md", _markdown(cfg, report, merge_cfg))
+    _write_report_inputs(cfg, run, report)
     return report
+
+
+def _write_report_inputs(cfg: SpungeConfig, run: Path, report: dict[str, Any]) -> None:
+    """What ``obliviate report`` reads: eval/spunge.json (each eval set's overall score per model),
+    spunge_table.json (forget score per attribute value per model), summary.json; then report.html.
+
+    Direction: lower is better on the forget set (its score is answer probability / mean token
+    log-likelihood of data to forget), higher on every other set (retain and extra eval sets)."""
+    from ..eval.results import MetricResult, SuiteResult
+    from ..io import update_summary
+    from ..report import build_report
+
+    results = report["results"]
+    summary = {}
+    for label, sets in results.items():
+        for set_name, groups in sets.items():
+            key = f"{set_name}_{label}"
+            summary[key] = MetricResult(key, groups["all"], set_name != "forget",
+                                        f"{report['metrics'].get(set_name, '')} on the {set_name} set, {label} model")
+    SuiteResult(suite="spunge", model=str(run / "merged"), summary=summary, items={}, meta={}).save(run)
+    table = {g: {label: results[label]["forget"][g] for label in results} for g in results["spunge"]["forget"] if g != "all"}
+    write_json(run / "spunge_table.json", table)
+    update_summary(run, method=f"spunge:{cfg.method.get('name')}", model=str(run / "merged"),
+                   forget_metric="spunge/forget_spunge",
+                   utility_metric="spunge/retain_spunge" if "retain" in results["spunge"] else None)
+    build_report([run], run / "report.html", title=f"SPUNGE ({cfg.method.get('name')}) run {run}",
+                 markdown=run / "report_summary.md")
 
 
 def evaluate_runs(cfg: SpungeConfig, run: Path, base: Path, models: dict[str, str], forget, retain) -> dict[str, Any]:
