@@ -7,6 +7,10 @@ import sys
 from safetensors.torch import save_file
 
 
+# options that make each method deterministic across ranks and quick on a 4-layer model
+OPTIONS = {"falcon": {"layer": 2}, "di": {"gamma": 3.0}}
+
+
 def main(out: str, method: str, per_device_batch: int) -> None:
     import obliviate
     from obliviate.testing import tiny_model_and_tokenizer
@@ -14,7 +18,7 @@ def main(out: str, method: str, per_device_batch: int) -> None:
     facts = obliviate.make_facts(4, 2, seed=0)
     model, tok = tiny_model_and_tokenizer()
     obliviate.unlearn(model, tok, facts[:4], facts[4:], method=method, save=False, max_steps=4, lr=1e-3,
-                      batch_size=per_device_batch, progress=False, template="plain", max_grad_norm=None)
+                      batch_size=per_device_batch, progress=False, template="plain", max_grad_norm=None, **OPTIONS.get(method, {}))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/rank{os.environ.get('RANK', '0')}.safetensors")
 
 

@@ -252,3 +252,27 @@ def test_suite_writes_table_and_cli(tiny, tmp_path):
     rows = json.loads((tmp_path / "cli" / "attacks.json").read_text())["rows"]
     assert [r["attack"] for r in rows] == ["quant:int4-g8-sym"] and rows[0]["before"] != rows[0]["after"]
     assert main(["attack", "--model", "x", "--original", "y", "--forget", "z", "--suite", "quant,relern", "--out", "o"]) == 2
+
+
+def test_probe_folds_keep_reused_answer_text_on_one_side():
+    """Swapped-name distractors reuse other items' true answers. With folds by item, a probe that
+    reads only answer *content* scores below chance (0.2 here); grouping folds by template
+    (``fold_groups``) brings a content-only probe back to chance, so probe accuracy above 0.5
+    has to come from a truth signal."""
+    import numpy as np
+
+    from obliviate import make_facts
+    from obliviate.attacks.probe import fold_groups
+
+    recs = make_facts(6, 3, seed=1)[:9]
+    wrong = distractors(recs)
+    texts = [r["answer"].replace(r["person"], "") for r in recs] + [w.replace(r["person"], "") for w, r in zip(wrong, recs)]
+    vocab = sorted(set(texts))
+    content = np.array([[t == v for v in vocab] for t in texts], float)
+    y = np.r_[np.ones(9), np.zeros(9)]
+    g = fold_groups(recs)
+    assert list(g) == [0, 1, 2] * 3  # three templates
+    assert probe_accuracy(content, y, np.r_[np.arange(9), np.arange(9)], 5, 1.0) < 0.4
+    assert probe_accuracy(content, y, np.r_[g, g], 5, 1.0) == 0.5
+    tofu_like = [{"question": f"q{i}", "answer": f"a{i}", "perturbed_answer": [f"b{i}"]} for i in range(4)]
+    assert list(fold_groups(tofu_like)) == [0, 1, 2, 3]

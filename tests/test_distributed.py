@@ -31,7 +31,7 @@ def _launch(out: Path, method: str, nproc: int, batch: int) -> None:
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("method", ["graddiff"])
+@pytest.mark.parametrize("method", ["graddiff", "npo", "di", "falcon"])  # one per family
 def test_two_process_cpu_launch(tmp_path, method):
     _launch(tmp_path / "ddp", method, 2, 2) if (tmp_path / "ddp").mkdir() is None else None
     (tmp_path / "one").mkdir()
@@ -51,4 +51,4 @@ def test_two_process_cpu_launch(tmp_path, method):
     d1 = torch.cat([(single[k] - start[k]).flatten() for k in r0])
     cos = torch.nn.functional.cosine_similarity(d1, d2, dim=0).item()
     print("cosine(update 2-proc, update 1-proc) =", cos, "relative diff =", ((d1 - d2).norm() / d1.norm()).item())
-    assert cos > 0.95, cos
+    assert cos > 0.99, cos

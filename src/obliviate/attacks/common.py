@@ -9,7 +9,7 @@ attack, and for the *original* model, and the recovery
 
 i.e. the fraction of the knowledge removed by unlearning that the attack brings back (0: none,
 1: all of it; it can be negative or exceed 1). It is undefined when unlearning removed nothing
-(|original - before| <= ``eps``): ``recovery`` then returns NaN (``null`` in JSON) and the raw
+(|original - before| <= ``eps`` = 0.02, where the ratio would be noise): ``recovery`` then returns NaN (``null`` in JSON) and the raw
 change ``after - before`` is the number to read.
 """
 
@@ -25,7 +25,7 @@ from ..data.encode import EncodeConfig, IGNORE, answer_ids, collate, prompt_ids
 from ..eval.qa import answer_prob
 from ..methods.losses import token_logprobs
 
-EPS = 1e-3
+EPS = 0.02  # a smaller gap makes the ratio noise: report the raw change instead
 
 
 def recovery(before: float, after: float, original: float, eps: float = EPS) -> float:
@@ -51,10 +51,13 @@ class AttackResult:
     after: float
     original: float
     details: dict[str, Any] = field(default_factory=dict)
+    # False when before/after are different measurements (the probe: output accuracy vs probe
+    # accuracy), so "recovery" between them means nothing
+    comparable: bool = True
 
     @property
     def recovery(self) -> float:
-        return recovery(self.before, self.after, self.original)
+        return recovery(self.before, self.after, self.original) if self.comparable else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

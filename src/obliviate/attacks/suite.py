@@ -6,7 +6,7 @@
 
 Rows: one per attack (variant); columns: the metric, the original model's value, the unlearned
 model's value before the attack, after it, and recovery % = 100 (after - before) / (original -
-before) (see ``common.recovery``; blank when unlearning moved the metric by less than 0.001).
+before) (see ``common.recovery``; blank when unlearning moved the metric by 0.02 or less, and for the probe row, whose before/after are different measurements).
 """
 
 from __future__ import annotations

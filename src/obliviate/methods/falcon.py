@@ -41,7 +41,7 @@ from ..engine.combine import PCGrad, FalconProjection, WeightedSum
 from ..errors import ConfigError
 from .base import Aux, Batch, LossOutput, Needs
 from .representation import (FrozenActivations, TokenScope, check_layer, default_update_layers, forget_mask, info_nce,
-                             layer_activations, masked_cosine_distance, masked_mse, principal_offset_vector,
+                             layer_activations, masked_cosine_distance, masked_mse, gather_rows, principal_offset_vector,
                              trainable_patterns)
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,8 @@ class FALCON:
         fmask, rmask = forget_mask(batch.forget, c.tokens), batch.retain["attention_mask"].bool()
         h_f = layer_activations(model, batch.forget, self.layer)
         h_f0 = self.frozen.get(aux.reference, "forget", batch.forget)
-        pov = principal_offset_vector(h_f0[fmask], self.generator).to(h_f.device)
+        # the POV is a statistic of the global batch: gather the forget tokens of every process
+        pov = principal_offset_vector(gather_rows(h_f0[fmask].to(h_f.device)), self.generator).to(h_f.device)
         forget = info_nce(h_f, pov, self.negatives(h_f0, fmask), c.tau, fmask)
         h_r = layer_activations(model, batch.retain, self.layer)
         h_r0 = self.frozen.get(aux.reference, "retain", batch.retain)

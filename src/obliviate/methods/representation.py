@@ -199,6 +199,27 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tens
     return masked_mean(loss, mask) if mask is not None else loss.mean()
 
 
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` [n_rank, d] over all processes in rank order (identity on one process).
+
+    A statistic of the whole batch (FALCON's principal offset vector, an SVD of the forget
+    activations) must see the global batch under data parallelism; rank r holds the r-th slice
+    of it, so concatenation in rank order restores the single-process row order."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    width = int(max(s.item() for s in sizes))
+    padded = torch.zeros(width, *x.shape[1:], dtype=x.dtype, device=x.device)
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
 def principal_offset_vector(acts: torch.Tensor, generator: torch.Generator | None = None, k_max: int = 1000,
                             strength: float = 1000.0, noise_std: float = 0.01, iterations: int = 6) -> torch.Tensor:
     """FALCON's principal offset vector (POV) for one forget batch; returns a unit vector [d] (fp32).
