@@ -83,12 +83,14 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> list[dict[str, Any]]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     model, tok = load_model(base)
-    rows = [{"method": "planted (before)", **evaluate_demo(model, tok, forget, kept, holdout, None, out / "planted")}]
+    dirs = [out / "planted"]
+    rows = [{"method": "planted (before)", **evaluate_demo(model, tok, forget, kept, holdout, None, dirs[0])}]
     original = model
     for name in cfg.methods:
         t = time.time()
         model, tok = load_model(base)
         run_dir = out / name.replace(":", "_")
+        dirs.append(run_dir)
         opts = {**DEFAULT_OPTIONS.get(name.split(":")[-1], {}), **cfg.options.get(name, {})}
         model = _unlearn_one(name, model, tok, forget, kept, opts, cfg, run_dir, progress)
         row = {"method": name, **evaluate_demo(model, tok, forget, kept, holdout, original, run_dir)}
@@ -96,11 +98,10 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> list[dict[str, Any]]:
         rows.append(row)
         print(format_table([rows[0], row]).splitlines()[-1])
     write_json(out / "demo_table.json", rows)
-    for row in rows:
-        run_dir = out / ("planted" if row is rows[0] else row["method"].replace(":", "_"))
+    for row, run_dir in zip(rows, dirs):
         update_summary(run_dir, method=row["method"], forget_metric="demo/forget_prob",
                        utility_metric="demo/kept_prob", time_s=row.get("time_s"))
-    report = build_report([out / "planted"] + [out / m.replace(":", "_") for m in cfg.methods], out / "report.html",
+    report = build_report(dirs, out / "report.html",
                           title="obliviate demo: SmolLM2, planted fictitious facts")
     print(f"report: {report.html.resolve()} (Markdown: {report.markdown.resolve()})")
     return rows
@@ -121,7 +122,6 @@ def spunge_in_memory(model, tok, forget, retain, method: str, options: dict[str,
     subset from the same starting weights, TIES-merge (paper defaults). The total step budget
     ``max_steps`` is shared equally by the subsets, so SPUNGE costs what the base method costs.
     (``obliviate spunge`` is the full pipeline with run directories, backends and resume.)"""
-    import copy
     import math
 
     from .api import unlearn

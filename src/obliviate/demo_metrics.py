@@ -7,12 +7,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .eval.general import perplexity
 from .eval.metrics import answer_prob as prob_from_sums, rouge_l_recall
 from .eval.mia import auc, loss_score
 from .eval.results import MetricResult, SuiteResult
@@ -33,8 +33,7 @@ DIRECTION = {"forget_prob": False, "kept_prob": True, "forget_rouge": False, "ke
              "mia_auc": False, "general_ppl": False}
 
 
-def _probs(ev: Evaluator, records) -> np.ndarray:
-    stats = ev.score_records(records)
+def _probs(stats) -> np.ndarray:
     return prob_from_sums([float(s["logprobs"].sum()) for s in stats], [len(s["logprobs"]) for s in stats])
 
 
@@ -42,16 +41,15 @@ def evaluate_demo(model, tok, forget, kept, holdout, original, run_dir: Path | N
     ev = Evaluator(model, tok, batch_size=16)
     f_stats, h_stats = ev.score_records(forget), ev.score_records(holdout)
     general = ev.score_records([{"text": t} for t in GENERAL_TEXT])
-    nll = sum(-float(s["logprobs"].sum()) for s in general)
-    n = sum(len(s["logprobs"]) for s in general)
     values = {
-        "forget_prob": float(_probs(ev, forget).mean()),
-        "kept_prob": float(_probs(ev, kept).mean()),
+        "forget_prob": float(_probs(f_stats).mean()),
+        "kept_prob": float(_probs(ev.score_records(kept)).mean()),
         "forget_rouge": float(rouge_l_recall(ev.generate_text(forget, 120), [r["answer"] for r in forget]).mean()),
         "kept_rouge": float(rouge_l_recall(ev.generate_text(kept, 120), [r["answer"] for r in kept]).mean()),
         # Members (forget) should look like non-members after unlearning: AUC 0.5 is ideal, 1.0 leaks.
         "mia_auc": auc([loss_score(s["logprobs"]) for s in f_stats], [loss_score(s["logprobs"]) for s in h_stats]),
-        "general_ppl": math.exp(nll / max(n, 1)),
+        "general_ppl": perplexity(-sum(float(s["logprobs"].sum()) for s in general),
+                                  sum(len(s["logprobs"]) for s in general)),
     }
     if run_dir is not None:
         summary = {k: MetricResult(k, v, DIRECTION[k], "obliviate demo metric") for k, v in values.items()}

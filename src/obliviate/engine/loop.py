@@ -281,8 +281,8 @@ def _check_combiner_backend(combiner, acc, name: str) -> None:
     kind = str(getattr(acc, "distributed_type", "")).split(".")[-1].upper()
     if combiner is not None and kind in ("DEEPSPEED", "FSDP"):
         raise ConfigError(
-            f"Method '{name}' combines per-objective gradients ({type(combiner).__name__}), which {kind} does not "
-            f"supports without changing the result. Launch it with DDP (configs/accelerate/ddp.yaml) or as a "
+            f"Method '{name}' combines per-objective gradients ({type(combiner).__name__}), which {kind} cannot "
+            f"do without changing the result. Launch it with DDP (configs/accelerate/ddp.yaml) or as a "
             f"single process.")
 
 

@@ -136,7 +136,7 @@ class FALCON:
         h_f = layer_activations(model, batch.forget, self.layer)
         h_f0 = self.frozen.get(aux.reference, "forget", batch.forget)
         # the POV is a statistic of the global batch: gather the forget tokens of every process
-        pov = principal_offset_vector(gather_rows(h_f0[fmask].to(h_f.device)), self.generator).to(h_f.device)
+        pov = principal_offset_vector(gather_rows(h_f0[fmask].to(h_f.device)), self.generator)
         forget = info_nce(h_f, pov, self.negatives(h_f0, fmask), c.tau, fmask)
         h_r = layer_activations(model, batch.retain, self.layer)
         h_r0 = self.frozen.get(aux.reference, "retain", batch.retain)
