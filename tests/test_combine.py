@@ -56,18 +56,76 @@ def test_weighted_sum():
     assert torch.equal(g, torch.full((2,), 4.0))
 
 
-def test_combiner_methods_refuse_sharded_backends():
-    """DeepSpeed/FSDP cannot combine per-objective gradients exactly: refuse with a clear message."""
+def test_combiner_methods_refuse_deepspeed_and_fsdp1_but_not_fsdp2():
+    """DeepSpeed and FSDP1 only expose the summed gradient: refuse with a clear message. FSDP2 is fine."""
     from types import SimpleNamespace
 
     import pytest
 
-    from obliviate.engine.combine import FalconProjection
     from obliviate.engine.loop import _check_combiner_backend
     from obliviate.errors import ConfigError
 
-    for kind in ("DistributedType.DEEPSPEED", "DistributedType.FSDP"):
-        with pytest.raises(ConfigError, match="falcon.*DDP"):
-            _check_combiner_backend(FalconProjection(), SimpleNamespace(distributed_type=kind), "falcon")
-    _check_combiner_backend(FalconProjection(), SimpleNamespace(distributed_type="DistributedType.MULTI_GPU"), "falcon")
-    _check_combiner_backend(None, SimpleNamespace(distributed_type="DistributedType.DEEPSPEED"), "npo")
+    ns = lambda kind: SimpleNamespace(distributed_type=f"DistributedType.{kind}")  # noqa: E731
+    with pytest.raises(ConfigError, match="falcon.*DeepSpeed.*FSDP2.*DDP"):
+        _check_combiner_backend(FalconProjection(), ns("DEEPSPEED"), "falcon", sharded=False)
+    with pytest.raises(ConfigError, match="FSDP version 1.*fsdp_version: 2"):
+        _check_combiner_backend(FalconProjection(), ns("FSDP"), "falcon", sharded=False)
+    _check_combiner_backend(FalconProjection(), ns("FSDP"), "falcon", sharded=True)
+    _check_combiner_backend(FalconProjection(), ns("MULTI_GPU"), "falcon", sharded=False)
+    _check_combiner_backend(None, ns("DEEPSPEED"), "npo", sharded=False)
+
+
+def test_float_noise_retain_gradient_is_not_a_conflict():
+    """At step 1 the retain gradient is rounding noise: its sign must not decide the branch."""
+    g_f = torch.tensor([1.0, 2.0, -0.5])
+    noise = torch.tensor([-3e-9, 1e-9, 2e-9])  # dot with g_f < 0, but |noise| ~ 4e-9 |g_f|
+    out = FalconProjection().combine({"forget": g_f, "retain": noise})
+    assert torch.allclose(out, 0.1 * g_f + 1.9 * noise)  # exact arithmetic (g_R = 0): the aligned branch
+    assert torch.equal(PCGrad().combine({"a": g_f, "b": noise}), g_f + noise)
+    small = torch.tensor([-1e-4, 0.0, 0.0])  # well above the floor: a real conflict
+    assert not torch.allclose(FalconProjection().combine({"forget": g_f, "retain": small}), 0.1 * g_f + 1.9 * small)
+
+
+def _combine_sharded(comb, grads: dict, cut: list) -> torch.Tensor:
+    """Each "process" (a thread) combines its shard; ``dot`` sums the local dots of all shards, as
+    the engine's all-reduce does under FSDP2. Returns the shards' results concatenated."""
+    import threading
+
+    from obliviate.engine.combine import local_dot
+
+    n = len(cut)
+    barrier, slots, results = threading.Barrier(n), [None] * n, [None] * n
+
+    def worker(r):
+        def dot(a, b):
+            slots[r] = local_dot(a, b)
+            barrier.wait()
+            total = sum(slots)
+            barrier.wait()  # nobody overwrites a slot before everyone has read the sum
+            return total
+
+        results[r] = comb.combine({k: g[cut[r]] for k, g in grads.items()}, dot=dot)
+
+    threads = [threading.Thread(target=worker, args=(r,)) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return torch.cat(results)
+
+
+def test_combiners_on_shards_with_a_summed_dot_match_the_whole_tensor():
+    """What FSDP2 does: each process combines its shard of every gradient with dot products summed
+    over all shards. Concatenated, the shards' results must equal the whole-tensor result; with
+    local dots (what a naive FSDP port would do) they do not."""
+    gen = torch.Generator().manual_seed(1)
+    cut = [slice(0, 2), slice(2, 6)]  # uneven shards along dim 0, like FSDP2's Shard(0)
+    for comb in (FalconProjection(), PCGrad()):
+        local_differs = 0
+        for _ in range(20):
+            grads = {"forget": torch.randn(6, 5, generator=gen), "retain": torch.randn(6, 5, generator=gen)}
+            whole = comb.combine(grads)
+            assert torch.allclose(_combine_sharded(comb, grads, cut), whole, atol=1e-6)
+            naive = torch.cat([comb.combine({k: g[c] for k, g in grads.items()}) for c in cut])
+            local_differs += not torch.allclose(naive, whole, atol=1e-6)
+        assert local_differs >= 5, local_differs

@@ -45,10 +45,72 @@ def test_two_process_cpu_launch(tmp_path, method):
     for k in r0:
         assert torch.equal(r0[k], r1[k]), f"ranks differ at {k}"
     assert any(not torch.equal(r0[k], start[k]) for k in r0), "training changed nothing"
-    # Same global batch => (nearly) the same update. Not bit-equal: token-averaged NLL terms are
-    # averaged per rank, then across ranks, which weights tokens slightly differently.
+    # Same global batch => the same update, up to float summation order: token means run over the
+    # global batch (losses.global_token_mean), FALCON's POV over the gathered batch, and per-objective
+    # gradients are combined after synchronisation. Measured: graddiff 1.9e-5, npo 1.2e-6, di 1.2e-6
+    # (graddiff with per-rank token means: 5.0e-2). FALCON 2.1e-3: its POV amplifies rounding noise
+    # ~1e3-fold in any run (see dist_worker.OPTIONS), so it gets a looser bound.
     d2 = torch.cat([(r0[k] - start[k]).flatten() for k in r0])
     d1 = torch.cat([(single[k] - start[k]).flatten() for k in r0])
-    cos = torch.nn.functional.cosine_similarity(d1, d2, dim=0).item()
-    print("cosine(update 2-proc, update 1-proc) =", cos, "relative diff =", ((d1 - d2).norm() / d1.norm()).item())
-    assert cos > 0.99, cos
+    rel = ((d1 - d2).norm() / d1.norm()).item()
+    print(f"{method}: relative difference of the 2-process update from the 1-process update = {rel:.2e}")
+    assert rel < (1e-2 if method == "falcon" else 1e-3), rel
+
+
+@pytest.mark.distributed
+def test_fsdp2_falcon_combined_gradient_matches_single_process(tmp_path):
+    """FALCON under FSDP2 (fully_shard, gloo): 2 processes, each with half the batch and a shard of
+    every parameter, combine per-objective gradients with dot products summed over shards; the
+    full gradient equals the 1-process one. With shard-local dots it differs by ~1e-3 (measured)."""
+    worker = Path(__file__).with_name("fsdp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(worker.parents[1] / "src"), str(worker.parent)])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(worker), str(tmp_path / "two.safetensors")]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from fsdp_worker import combined_gradients
+
+    combined_gradients(str(tmp_path / "one.safetensors"))
+    two, one = load_file(tmp_path / "two.safetensors"), load_file(tmp_path / "one.safetensors")
+    assert set(two) == set(one) and len(one) == 3  # down_proj of blocks 0..2
+    for k in one:
+        rel = ((two[k] - one[k]).norm() / one[k].norm()).item()
+        assert one[k].norm() > 0 and rel < 2e-5, (k, rel)
+
+
+@pytest.mark.distributed
+def test_two_process_cli_run_writes_one_run_dir(tmp_path):
+    """`accelerate launch -m obliviate.cli unlearn` with 2 processes: rank 0 alone prepares, writes and
+    evaluates the run directory (before, rank 1 found rank 0's fresh directory 'not empty' and failed)."""
+    import json
+
+    import yaml
+
+    from obliviate.io import read_jsonl
+    from obliviate.testing import tiny_model_and_tokenizer
+
+    model, tok = tiny_model_and_tokenizer()
+    model.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    facts = __import__("obliviate").make_facts(4, 2, seed=0)
+    for name, recs in (("forget", facts[:4]), ("retain", facts[4:])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    run = tmp_path / "run"
+    cfg = {"model": str(tmp_path / "base"), "forget": {"path": str(tmp_path / "forget.jsonl")},
+           "retain": {"path": str(tmp_path / "retain.jsonl")}, "method": {"name": "npo"},
+           "train": {"lr": 1e-3, "max_steps": 2, "batch_size": 2, "progress": False, "checkpoint_every": 1},
+           "data": {"template": "plain"}, "output_dir": str(run),
+           "eval": {"suites": ["mia"], "config": {"mia_forget": str(tmp_path / "forget.jsonl"),
+                                                  "mia_holdout": str(tmp_path / "retain.jsonl")}}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    exe = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parents[1] / "src")}
+    cmd = [exe, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "obliviate.cli", "unlearn", "--config", str(tmp_path / "run.yaml")]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [x["step"] for x in read_jsonl(run / "train_log.jsonl")] == [1, 2]  # one writer: no duplicate lines
+    assert (run / "model" / "model.safetensors").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 2 and "mia" in summary["eval"]
+    assert (run / "report.html").is_file()

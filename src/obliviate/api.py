@@ -24,7 +24,7 @@ from .data.encode import EncodeConfig, encode_records
 from .data.records import load_records
 from .engine import TrainConfig, TrainResult, train
 from .errors import ConfigError, did_you_mean
-from .io import update_summary, write_text
+from .io import is_main_process, update_summary, write_text
 from .methods import FINETUNE, METHODS, build
 
 
@@ -79,9 +79,10 @@ def _run(model, tokenizer, method_name: str, spec, primary, retain, options: dic
     if not forget_records:
         raise ConfigError("The forget set is empty: give at least one record.")
     retain_records = _records(retain, "retain") if method.needs.retain else []
-    out = prepare_run_dir(run_dir, overwrite, resume)
+    main = is_main_process()  # under accelerate launch, only rank 0 writes the run directory
+    out = prepare_run_dir(run_dir, overwrite, resume) if main else (Path(run_dir) if run_dir is not None else None)
     started = time.time()
-    if out is not None:
+    if out is not None and main:
         write_text(out / "config.yaml", dump_yaml({"method": method_name, method_name: method.config,
                                                    "train": train_cfg, "data": enc_cfg}))
     result = train(
@@ -90,6 +91,8 @@ def _run(model, tokenizer, method_name: str, spec, primary, retain, options: dic
         encode_records(tokenizer, retain_records, enc_cfg) if retain_records else None,
         train_cfg, out, reference_model=reference_model, resume=resume, callbacks=callbacks,
     )
+    if not main:
+        return result
     if out is not None and save:
         from .models import save_model
 

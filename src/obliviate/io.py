@@ -88,3 +88,10 @@ def update_summary(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     data.update(fields)
     write_json(path, data)
     return data
+
+
+def is_main_process() -> bool:
+    """True in the process that writes a run's outputs: a plain process, or rank 0 of an
+    ``accelerate launch``/``torchrun`` job (both set ``RANK``). The other ranks train alongside
+    it and write nothing, so N processes never race on one run directory."""
+    return int(os.environ.get("RANK", "0")) == 0

@@ -60,8 +60,10 @@ def run(args, name: str) -> int:
         retain = cfg.retain.load() if cfg.retain else None
         result = unlearn(model, tok, forget, retain, method=method_name, run_dir=cfg.output_dir,
                          overwrite=args.overwrite, resume=args.resume, merge_adapter=args.merge_adapter, **options)
-    from ..io import write_text
+    from ..io import is_main_process, write_text
 
+    if not is_main_process():  # rank 0 of a multi-process launch writes and evaluates
+        return 0
     write_text(f"{cfg.output_dir}/config.yaml", dump_yaml(cfg))
     last = result.log[-1] if result.log else {}
     print(f"done: {result.steps} steps, final loss {last.get('loss', float('nan')):.4f}; model saved to {cfg.output_dir}/model")

@@ -23,7 +23,7 @@ from ..data.encode import collate
 from ..errors import ConfigError, TrainingDiverged
 from ..io import append_jsonl, read_jsonl
 from ..methods.base import Aux, Batch, Method, Reference, forward
-from ..methods.losses import sequence_logprob
+from ..methods.losses import global_token_mean, sequence_logprob
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .lora import apply_lora
@@ -78,13 +78,49 @@ def total_steps(cfg: TrainConfig, n_forget: int, world: int) -> int:
     return max(1, math.ceil(cfg.epochs * n_forget / (cfg.batch_size * world * cfg.grad_accum)))
 
 
-def build_reference(model, method: Method, reference_model, device) -> Reference | None:
+COMPILE_BACKEND = "inductor"
+
+
+def compile_blocks(model: torch.nn.Module, backend: str | None = None) -> int:
+    """``torch.compile`` every decoder block in place (``nn.Module.compile``), returning how many.
+
+    Regional compilation, as PyTorch recommends for transformers: the blocks share one compiled
+    graph (same code, same shapes), compilation takes seconds instead of minutes, and the model
+    keeps its type, parameter names and hooks, so DDP/FSDP wrapping, checkpoints, LoRA, the
+    reference copy and RMU/FALCON's truncated forwards work unchanged. Shapes vary with the batch's
+    padding, so blocks are compiled with ``dynamic=True``."""
+    from ..methods.representation import decoder_blocks
+
+    blocks = decoder_blocks(model)
+    for block in blocks:
+        block.compile(backend=backend or COMPILE_BACKEND, dynamic=True)
+    return len(blocks)
+
+
+def build_reference(model, method: Method, reference_model, device, offload: bool = False) -> Reference | None:
+    """The frozen model a method declared: the peft base (adapters disabled: no copy), the given
+    ``reference_model``, or a copy of the starting model. With ``offload`` the copy's weights stay
+    in CPU memory and each module is moved to ``device`` only for its own forward (accelerate's
+    ``cpu_offload`` hooks): the device never holds a second full model."""
     if not method.needs.reference:
         return None
     if hasattr(model, "peft_config") and reference_model is None:
         return Reference(model, disable_adapters=True)
-    ref = reference_model if reference_model is not None else copy.deepcopy(model)
-    ref.eval().requires_grad_(False).to(device)
+    if reference_model is not None:
+        ref = reference_model
+    elif offload:  # copy on the host, not next to the model on the device
+        where = next(model.parameters()).device
+        ref = copy.deepcopy(model.to("cpu"))
+        model.to(where)
+    else:
+        ref = copy.deepcopy(model)
+    ref.eval().requires_grad_(False)
+    if offload:
+        from accelerate import cpu_offload
+
+        ref = cpu_offload(ref.to("cpu"), execution_device=torch.device(device))
+    else:
+        ref.to(device)
     return Reference(ref)
 
 
@@ -163,8 +199,10 @@ def train(
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(acc.device)
-    reference = build_reference(model, method, reference_model, acc.device)
+    reference = build_reference(model, method, reference_model, acc.device, cfg.reference_offload)
     ref_lp = reference_logprobs(reference, model, forget, pad_id, acc.device) if needs.reference_forget_logprob else None
+    if cfg.compile:  # after the reference copy: the reference runs about once per example (caches)
+        compile_blocks(model)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(params, cfg)
@@ -176,6 +214,8 @@ def train(
     # it num_processes times, making multi-process runs differ from single-process ones).
     model, optimizer = acc.prepare(model, optimizer)
     model.train()
+    params = [p for p in model.parameters() if p.requires_grad]  # FSDP2 replaces them with sharded DTensors
+    sharded = any(is_sharded(p) for p in params)
 
     start = 0
     ckpt_root = run_dir / "checkpoints" if run_dir else None
@@ -194,7 +234,7 @@ def train(
     rs = Stream(len(retain), cfg.retain_batch_size or cfg.batch_size, cfg.seed + 1_000_003, acc.num_processes,
                 acc.process_index) if needs.retain else None
     combiner = getattr(method, "combiner", None)
-    _check_combiner_backend(combiner, acc, method.name)
+    _check_combiner_backend(combiner, acc, method.name, sharded)
     log: list[dict[str, Any]] = []
     writer = _tensorboard(run_dir) if cfg.tensorboard and run_dir and acc.is_main_process else None
     bar = _progress(steps, start, method.name, enabled=cfg.progress and acc.is_main_process)
@@ -209,18 +249,26 @@ def train(
             aux = Aux(step=step, reference=reference,
                       ref_forget_logprob=ref_lp[batch.forget["index"].cpu()] if ref_lp is not None else None)
             last = m == cfg.grad_accum - 1
-            sync = acc.no_sync(model) if (combiner is not None or not last) else _null()
-            with sync:
+            if combiner is None:  # DDP synchronises on the last micro-step's backward
+                sync = _null() if last else acc.no_sync(model)
+            else:  # DDP: we all-reduce each objective's gradients (RMU/FALCON's truncated forwards bypass
+                # DDP's forward); FSDP2 reduce-scatters every objective's backward itself
+                sync = _null() if sharded else acc.no_sync(model)
+            # token means over the global batch: a W-process run takes the 1-process run's step
+            with sync, global_token_mean(acc.num_processes > 1):
                 out = method.loss(model, batch, aux)
                 _check_finite(out.loss, step, run_dir, model, optimizer, scheduler, cfg, acc, method.name)
                 if combiner is not None:
-                    _accumulate_objectives(out.objectives, params, cfg.grad_accum, obj_grads)
+                    _accumulate_objectives(out.objectives, params, cfg.grad_accum, obj_grads,
+                                           backward=acc.backward if sharded else None)
                 else:
                     acc.backward(out.loss / cfg.grad_accum)
             for k, v in {"loss": out.loss.item(), **out.metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+        if acc.num_processes > 1:  # log the global batch's values (per-rank terms of a global token mean)
+            sums = _mean_over_processes(sums, acc.device)
         if combiner is not None:
-            _apply_combined(obj_grads, params, combiner, acc)
+            _apply_combined(obj_grads, params, combiner, acc.num_processes, sharded)
         grad_norm = _clip(acc, params, cfg.max_grad_norm)
         if not math.isfinite(grad_norm):
             _diverged(f"gradient norm is {grad_norm}", step, run_dir, model, optimizer, scheduler, cfg, acc)
@@ -260,39 +308,97 @@ def _batch(forget, fs: Stream, retain, rs: Stream | None, j: int, pad_id: int, d
     return Batch(forget=to(f), retain=to(r) if r is not None else None)
 
 
-def _accumulate_objectives(objectives, params, accum: int, into: dict[str, list[torch.Tensor]]) -> None:
-    """Per-objective gradients (not summed): what a gradient combiner needs."""
+def _mean_over_processes(values: dict[str, float], device) -> dict[str, float]:
+    """Average logged floats over processes (every process logs the same keys in the same order)."""
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return dict(zip(values, (t / torch.distributed.get_world_size()).tolist()))
+
+
+def is_sharded(t: torch.Tensor) -> bool:
+    """True for an FSDP2 parameter or gradient: a DTensor of which this process holds a shard."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    return isinstance(t, DTensor)
+
+
+def _accumulate_objectives(objectives, params, accum: int, into: dict[str, list[torch.Tensor]],
+                           backward: Callable[..., None] | None = None) -> None:
+    """Per-objective gradients (not summed), added into ``into[name]``: what a gradient combiner needs.
+
+    Whole parameters: ``torch.autograd.grad`` per objective (un-synchronised; ``_apply_combined``
+    all-reduces). Sharded parameters (FSDP2) only receive gradients through FSDP's backward hooks,
+    which reduce-scatter them: so with ``backward`` given, each objective gets its own backward
+    pass and its synchronised gradient shard is moved out of ``p.grad``.
+    """
     assert objectives, "a method with a combiner returns LossOutput.objectives"
     names = list(objectives)
     for i, name in enumerate(names):
-        gs = torch.autograd.grad(objectives[name] / accum, params, retain_graph=i < len(names) - 1, allow_unused=True)
+        keep = i < len(names) - 1
+        if backward is None:
+            gs = torch.autograd.grad(objectives[name] / accum, params, retain_graph=keep, allow_unused=True)
+        else:
+            for p in params:
+                p.grad = None
+            backward(objectives[name] / accum, retain_graph=keep)
+            gs = [p.grad for p in params]
         acc = into.setdefault(name, [torch.zeros_like(p) for p in params])
         for a, g in zip(acc, gs):
             if g is not None:
                 a.add_(g)
+    if backward is not None:
+        for p in params:
+            p.grad = None
 
 
-def _check_combiner_backend(combiner, acc, name: str) -> None:
-    """Per-objective gradient combination needs every process's full, un-reduced gradient per tensor.
+def _check_combiner_backend(combiner, acc, name: str, sharded: bool) -> None:
+    """Per-objective gradient combination needs each objective's synchronised gradient per tensor.
 
     DeepSpeed reduces and partitions gradients inside its engine (the per-objective gradients never
-    exist as such), and under FSDP each process holds only a shard of each tensor, so per-tensor
-    dot products would be local. Rather than silently changing the math, refuse both."""
+    exist as such), so it is refused rather than silently changing the math. FSDP2 (parameters
+    are DTensors) is supported: one backward per objective, dot products summed over shards.
+    FSDP1 flattens parameters into shards this engine does not address: refused, use FSDP2."""
+    if combiner is None:
+        return
     kind = str(getattr(acc, "distributed_type", "")).split(".")[-1].upper()
-    if combiner is not None and kind in ("DEEPSPEED", "FSDP"):
+    if kind == "DEEPSPEED" or (kind == "FSDP" and not sharded):
+        what = "DeepSpeed" if kind == "DEEPSPEED" else "FSDP version 1"
+        fix = ("launch it with FSDP2 (configs/accelerate/fsdp.yaml, fsdp_version: 2), DDP (configs/accelerate/ddp.yaml) "
+               "or as a single process")
         raise ConfigError(
-            f"Method '{name}' combines per-objective gradients ({type(combiner).__name__}), which {kind} cannot "
-            f"do without changing the result. Launch it with DDP (configs/accelerate/ddp.yaml) or as a "
-            f"single process.")
+            f"Method '{name}' combines per-objective gradients ({type(combiner).__name__}), which {what} cannot do "
+            f"without changing the result: it only exposes the sum of the objectives' gradients. Instead, {fix}.")
 
 
-def _apply_combined(obj_grads, params, combiner, acc) -> None:
-    """Synchronise each objective's gradients across processes first, then combine per tensor."""
+def _shard_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """<a, b> of two sharded tensors from their local shards: local dot, summed over processes."""
+    from .combine import local_dot
+
+    d = local_dot(a, b)
+    torch.distributed.all_reduce(d)
+    return d
+
+
+def _apply_combined(obj_grads, params, combiner, world: int, sharded: bool = False) -> None:
+    """Synchronise each objective's gradients across processes first, then combine per tensor.
+
+    Sharded (FSDP2): the gradients are already reduce-scattered; the combiner works on the local
+    shards with global dot products, so each shard of the result is the 1-process result's slice."""
+    if sharded:
+        for i, p in enumerate(params):
+            grads = {name: gs[i] for name, gs in obj_grads.items()}
+            out = next(iter(grads.values()))
+            local = combiner.combine({k: g.to_local() for k, g in grads.items()}, dot=_shard_dot)
+            out.to_local().copy_(local)
+            p.grad = out
+        return
     for name, gs in obj_grads.items():
-        if acc.num_processes > 1:
+        if world > 1:
             for g in gs:
                 torch.distributed.all_reduce(g)
-                g.div_(acc.num_processes)
+                g.div_(world)
     for i, p in enumerate(params):
         p.grad = combiner.combine({name: gs[i] for name, gs in obj_grads.items()})
 

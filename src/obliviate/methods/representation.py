@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .losses import token_mean
 
 
 class _Stop(Exception):
@@ -35,6 +36,14 @@ class _Stop(Exception):
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     model = getattr(model, "module", model)  # DDP
     return model
+
+
+def _is_fsdp(model: torch.nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    return isinstance(model, FSDPModule)
 
 
 def decoder_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -64,10 +73,14 @@ def layer_activations(model: torch.nn.Module, inputs: dict[str, torch.Tensor], l
 
     Equals ``model(..., output_hidden_states=True).hidden_states[layer + 1]`` exactly, at the
     cost of blocks 0..layer only (no LM head: for SmolLM2 the [B, T, 49152] logits dominate).
+    The decoder is called directly, except for an FSDP2 model, whose root module must run its
+    hooks (gather the embeddings, schedule the gradient reduction): there the whole model is
+    called and stops at the same place.
     """
     blocks = decoder_blocks(model)
     decoder = _unwrap(model)
-    decoder = decoder.get_decoder() if hasattr(decoder, "get_decoder") else decoder
+    if not _is_fsdp(decoder):
+        decoder = decoder.get_decoder() if hasattr(decoder, "get_decoder") else decoder
 
     def stop(module, args, output):
         raise _Stop(output[0] if isinstance(output, tuple) else output)
@@ -163,20 +176,14 @@ def random_unit_vector(d: int, seed: int, dtype=torch.float32) -> torch.Tensor:
     return (r / r.norm()).to(dtype)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` [B, T] over positions where ``mask`` [B, T] is set."""
-    m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp_min(1)
-
-
 def masked_mse(h: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """mean over real tokens of mean_d (h - target)^2 (= ``F.mse_loss`` without padding), in fp32."""
-    return masked_mean((h.float() - target.float()).pow(2).mean(-1), mask)
+    return token_mean((h.float() - target.float()).pow(2).mean(-1), mask)
 
 
 def masked_cosine_distance(h: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """1 - mean over real tokens of cos(h, target), in fp32 (FALCON's retain loss; in bf16 it rounds to 0)."""
-    return 1.0 - masked_mean(F.cosine_similarity(h.float(), target.float(), dim=-1), mask)
+    return 1.0 - token_mean(F.cosine_similarity(h.float(), target.float(), dim=-1), mask)
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, tau: float,
@@ -196,7 +203,7 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tens
     neg = torch.einsum("btd,btkd->btk", a, n)
     logits = torch.cat([pos, neg], dim=-1) / tau
     loss = -torch.log_softmax(logits, dim=-1)[..., 0]
-    return masked_mean(loss, mask) if mask is not None else loss.mean()
+    return token_mean(loss, mask) if mask is not None else loss.mean()
 
 
 def gather_rows(x: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ from ..engine.combine import WeightedSum
 from ..errors import ConfigError
 from .base import Aux, Batch, LossOutput, Needs
 from .representation import (FrozenActivations, TokenScope, check_layer, default_update_layers, forget_mask,
-                             layer_activations, masked_mse, random_unit_vector, trainable_patterns)
+                             gather_rows, layer_activations, masked_mse, random_unit_vector, trainable_patterns)
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ class RMU:
         if self.coefficient is None:
             h0 = self.frozen.get(reference, "forget", forget)
             norms = h0.float().norm(dim=-1)[forget["attention_mask"].bool()]
+            norms = gather_rows(norms[:, None]).flatten()  # every process: the median of the global batch
             self.coefficient = float(self.config.c_scale * norms.median())
         return self.coefficient * self._u.to(device)
 

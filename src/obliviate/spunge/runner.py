@@ -96,10 +96,16 @@ def _sequential(jobs: Sequence[SubsetJob], backend: BackendConfig) -> None:
             raise _failed(job.name, e) from e
 
 
-def _claim_device(queue) -> None:
+def _claim_device(queue, cpu_threads: int) -> None:
+    """Worker initialiser: take one GPU (the only one this process sees), or, on a CPU-only
+    machine, an equal share of the cores (n workers x all cores each would oversubscribe them)."""
     device = queue.get()
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
+    else:
+        import torch
+
+        torch.set_num_threads(cpu_threads)
 
 
 def _local(jobs: Sequence[SubsetJob], backend: BackendConfig) -> None:
@@ -115,7 +121,8 @@ def _local(jobs: Sequence[SubsetJob], backend: BackendConfig) -> None:
     queue = ctx.Queue()
     for i in range(n):
         queue.put(i % gpus if gpus else None)
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_claim_device, initargs=(queue,)) as pool:
+    threads = max(1, (os.cpu_count() or 1) // n)
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_claim_device, initargs=(queue, threads)) as pool:
         futures = {job.name: pool.submit(run_job, job) for job in jobs}
         errors = {}
         for name, f in futures.items():
