@@ -16,7 +16,8 @@ def combined_gradients(out_file: str) -> None:
 
     import obliviate
     from obliviate.data.encode import EncodeConfig, collate, encode_records
-    from obliviate.engine.loop import _accumulate_objectives, _apply_combined, is_sharded, select_trainable
+    from obliviate.engine.loop import _accumulate_objectives, _apply_combined, select_trainable
+    from obliviate.engine.sharding import is_sharded
     from obliviate.methods import FALCON, FALCONConfig
     from obliviate.methods.base import Aux, Batch, Reference
     from obliviate.methods.losses import global_token_mean
@@ -62,9 +63,44 @@ def combined_gradients(out_file: str) -> None:
         save_file(grads, out_file)
 
 
+
+
+def train_run(out: str, method: str, steps: int, resume: bool = False) -> None:
+    """A whole ``obliviate.unlearn`` run with a run directory on a model sharded by ``fully_shard``
+    (under torchrun) or unsharded (one process): checkpoints, resume and the saved model."""
+    import torch.distributed as dist
+
+    import obliviate
+    from obliviate.methods.representation import decoder_blocks
+    from obliviate.testing import tiny_model_and_tokenizer
+
+    model, tok = tiny_model_and_tokenizer()
+    frozen, _ = tiny_model_and_tokenizer()
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if world > 1:
+        from torch.distributed.fsdp import fully_shard
+
+        for block in decoder_blocks(model):
+            fully_shard(block)
+        fully_shard(model)
+    facts = obliviate.make_facts(4, 2, seed=0)
+    opts = TRAIN_OPTIONS[method]
+    obliviate.unlearn(model, tok, facts[:4], facts[4:], method=method, run_dir=out, resume=resume, overwrite=not resume,
+                      max_steps=steps, batch_size=4 // world, progress=False, template="plain", checkpoint_every=2,
+                      reference_model=frozen, **opts)
+
+
+# SGD for FALCON: see dist_worker.OPTIONS (its POV amplifies rounding noise; Adam's first steps are sign-like)
+TRAIN_OPTIONS = {"falcon": {"layer": 2, "optimizer": "sgd", "lr": 0.01, "max_grad_norm": None},
+                 "npo": {"lr": 1e-3, "max_grad_norm": 1.0}}
+
+
 if __name__ == "__main__":
     import torch.distributed as dist
 
     dist.init_process_group("gloo")
-    combined_gradients(sys.argv[1])
+    if sys.argv[1] == "gradients":
+        combined_gradients(sys.argv[2])
+    else:  # train OUT METHOD STEPS [resume]
+        train_run(sys.argv[2], sys.argv[3], int(sys.argv[4]), resume=len(sys.argv) > 5)
     dist.destroy_process_group()

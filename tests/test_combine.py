@@ -56,23 +56,25 @@ def test_weighted_sum():
     assert torch.equal(g, torch.full((2,), 4.0))
 
 
-def test_combiner_methods_refuse_deepspeed_and_fsdp1_but_not_fsdp2():
-    """DeepSpeed and FSDP1 only expose the summed gradient: refuse with a clear message. FSDP2 is fine."""
+def test_backend_checks_refuse_deepspeed_combiners_and_fsdp1_but_not_fsdp2():
+    """DeepSpeed only exposes the summed gradient: combiner methods are refused there with a clear
+    message; FSDP1's flat shards are refused for every method; FSDP2 (DTensor parameters) is fine."""
     from types import SimpleNamespace
 
     import pytest
 
-    from obliviate.engine.loop import _check_combiner_backend
+    from obliviate.engine.loop import _check_backend
     from obliviate.errors import ConfigError
 
     ns = lambda kind: SimpleNamespace(distributed_type=f"DistributedType.{kind}")  # noqa: E731
     with pytest.raises(ConfigError, match="falcon.*DeepSpeed.*FSDP2.*DDP"):
-        _check_combiner_backend(FalconProjection(), ns("DEEPSPEED"), "falcon", sharded=False)
-    with pytest.raises(ConfigError, match="FSDP version 1.*fsdp_version: 2"):
-        _check_combiner_backend(FalconProjection(), ns("FSDP"), "falcon", sharded=False)
-    _check_combiner_backend(FalconProjection(), ns("FSDP"), "falcon", sharded=True)
-    _check_combiner_backend(FalconProjection(), ns("MULTI_GPU"), "falcon", sharded=False)
-    _check_combiner_backend(None, ns("DEEPSPEED"), "npo", sharded=False)
+        _check_backend(FalconProjection(), ns("DEEPSPEED"), "falcon", sharded=False)
+    for combiner in (FalconProjection(), None):
+        with pytest.raises(ConfigError, match="FSDP version 1.*fsdp_version: 2"):
+            _check_backend(combiner, ns("FSDP"), "npo", sharded=False)
+    _check_backend(FalconProjection(), ns("FSDP"), "falcon", sharded=True)
+    _check_backend(FalconProjection(), ns("MULTI_GPU"), "falcon", sharded=False)
+    _check_backend(None, ns("DEEPSPEED"), "npo", sharded=False)
 
 
 def test_float_noise_retain_gradient_is_not_a_conflict():

@@ -5,6 +5,11 @@ with a retain batch (only if the method declares ``Needs.retain``), builds only 
 inputs the method declares, and runs AdamW/SGD with warmup + linear/cosine decay, gradient
 accumulation, clipping, autocast, NaN/inf detection, JSON-lines logging, periodic checkpoints
 and resume. Unlearning methods and plain fine-tuning both run through it.
+
+Multi-process (DDP, or FSDP2 via accelerate or a model already ``fully_shard``-ed under torchrun):
+token means run over the global batch (``methods.losses.global_token_mean``), logged values are
+averaged over processes, gradient combiners see synchronised gradients (``engine.sharding`` for
+sharded ones), and only process 0 writes; a sharded model is gathered into a plain copy at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from ..methods.losses import global_token_mean, sequence_logprob
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .lora import apply_lora
+from .sharding import (full_model_state, full_optimizer_state, is_fsdp, is_sharded, load_full_model_state,
+                       load_full_optimizer_state, reshard, shard_dot, unsharded_copy)
 from .stream import Stream
 
 Callback = Callable[[int, dict[str, Any]], None]
@@ -108,6 +115,11 @@ def build_reference(model, method: Method, reference_model, device, offload: boo
         return Reference(model, disable_adapters=True)
     if reference_model is not None:
         ref = reference_model
+    elif is_fsdp(model):
+        raise ConfigError(
+            f"Method '{method.name}' needs a frozen reference, and the model was sharded before training, so it "
+            f"cannot be copied whole. Pass reference_model= (an unsharded copy of the starting model; with "
+            f"train.reference_offload it stays in host memory), or let accelerate shard the model (fsdp.yaml).")
     elif offload:  # copy on the host, not next to the model on the device
         where = next(model.parameters()).device
         ref = copy.deepcopy(model.to("cpu"))
@@ -184,7 +196,10 @@ def train(
     run_dir = Path(run_dir) if run_dir is not None else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
+    presharded = is_fsdp(model)  # fully_shard applied by the caller (torchrun); accelerate's FSDP shards in prepare
     if cfg.lora is not None:  # adapters only; the reference becomes the base with adapters disabled
+        if presharded:
+            raise ConfigError(_LORA_FSDP)
         model = apply_lora(model, cfg.lora)
     if hasattr(method, "attach_tokenizer"):  # optional hook: methods that read token texts (DI focus)
         method.attach_tokenizer(tokenizer)
@@ -194,8 +209,7 @@ def train(
     select_trainable(model, cfg.trainable or needs.trainable)
     # optional hook: methods that transform the trained weights at the end (TVN's negation) get the
     # starting trainable values, captured here, before any step or resumed checkpoint
-    initial = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad} \
-        if hasattr(method, "finalize") else None
+    initial = _trainable_snapshot(model, presharded) if hasattr(method, "finalize") else None
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(acc.device)
@@ -204,6 +218,8 @@ def train(
     if cfg.compile:  # after the reference copy: the reference runs about once per example (caches)
         compile_blocks(model)
 
+    if presharded:  # forwards above (MI layer choice, reference log-probs) leave the root gathered
+        reshard(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(params, cfg)
     steps = total_steps(cfg, len(forget), acc.num_processes)
@@ -212,10 +228,15 @@ def train(
     )
     # The scheduler is stepped by us, once per optimizer step (accelerate's wrapper would step
     # it num_processes times, making multi-process runs differ from single-process ones).
-    model, optimizer = acc.prepare(model, optimizer)
+    if presharded:  # already sharded: accelerate must not wrap it in DDP
+        optimizer = acc.prepare(optimizer)
+    else:
+        model, optimizer = acc.prepare(model, optimizer)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]  # FSDP2 replaces them with sharded DTensors
     sharded = any(is_sharded(p) for p in params)
+    if sharded and cfg.lora is not None:
+        raise ConfigError(_LORA_FSDP)
 
     start = 0
     ckpt_root = run_dir / "checkpoints" if run_dir else None
@@ -223,7 +244,7 @@ def train(
     if resume:
         found = list_checkpoints(ckpt_root) if ckpt_root else []
         if found:
-            start = load_checkpoint(found[-1], acc.unwrap_model(model), optimizer, scheduler)
+            start = load_checkpoint(found[-1], acc.unwrap_model(model), optimizer, scheduler, sharded)
             if acc.is_main_process and log_path and log_path.exists():
                 kept = [r for r in read_jsonl(log_path) if r.get("step", 0) <= start]
                 log_path.write_text("".join(__import__("json").dumps(r) + "\n" for r in kept))
@@ -234,7 +255,7 @@ def train(
     rs = Stream(len(retain), cfg.retain_batch_size or cfg.batch_size, cfg.seed + 1_000_003, acc.num_processes,
                 acc.process_index) if needs.retain else None
     combiner = getattr(method, "combiner", None)
-    _check_combiner_backend(combiner, acc, method.name, sharded)
+    _check_backend(combiner, acc, method.name, sharded)
     log: list[dict[str, Any]] = []
     writer = _tensorboard(run_dir) if cfg.tensorboard and run_dir and acc.is_main_process else None
     bar = _progress(steps, start, method.name, enabled=cfg.progress and acc.is_main_process)
@@ -257,7 +278,7 @@ def train(
             # token means over the global batch: a W-process run takes the 1-process run's step
             with sync, global_token_mean(acc.num_processes > 1):
                 out = method.loss(model, batch, aux)
-                _check_finite(out.loss, step, run_dir, model, optimizer, scheduler, cfg, acc, method.name)
+                _check_finite(out.loss, step, run_dir, model, optimizer, scheduler, cfg, acc, method.name, sharded)
                 if combiner is not None:
                     _accumulate_objectives(out.objectives, params, cfg.grad_accum, obj_grads,
                                            backward=acc.backward if sharded else None)
@@ -269,9 +290,9 @@ def train(
             sums = _mean_over_processes(sums, acc.device)
         if combiner is not None:
             _apply_combined(obj_grads, params, combiner, acc.num_processes, sharded)
-        grad_norm = _clip(acc, params, cfg.max_grad_norm)
+        grad_norm = _clip(acc, params, cfg.max_grad_norm, sharded)
         if not math.isfinite(grad_norm):
-            _diverged(f"gradient norm is {grad_norm}", step, run_dir, model, optimizer, scheduler, cfg, acc)
+            _diverged(f"gradient norm is {grad_norm}", step, run_dir, model, optimizer, scheduler, cfg, acc, sharded)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -289,16 +310,32 @@ def train(
             bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in sums.items()})
         if ckpt_root and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps:
-            _save(ckpt_root, done, model, optimizer, scheduler, cfg, acc)
+            _save(ckpt_root, done, model, optimizer, scheduler, cfg, acc, sharded)
         for cb in callbacks:
             cb(done, record)
     bar.close()
     if writer:
         writer.close()
     acc.wait_for_everyone()
+    final = acc.unwrap_model(model)
+    if sharded:  # process 0 gets a plain copy to save and evaluate; the others are done
+        final = unsharded_copy(final)
+        if final is None:
+            return TrainResult(model=acc.unwrap_model(model), log=log, steps=steps, run_dir=run_dir)
     if initial is not None:
-        method.finalize(acc.unwrap_model(model), initial)
-    return TrainResult(model=acc.unwrap_model(model), log=log, steps=steps, run_dir=run_dir)
+        method.finalize(final, initial)
+    return TrainResult(model=final, log=log, steps=steps, run_dir=run_dir)
+
+
+_LORA_FSDP = ("LoRA under FSDP is not supported: the adapters and their optimizer state are small, so sharding "
+              "buys little. Launch LoRA runs with DDP (configs/accelerate/ddp.yaml) or on one process.")
+
+
+def _trainable_snapshot(model: torch.nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
+    """Trainable parameters as whole CPU tensors (for a sharded model: on process 0, collectively)."""
+    if sharded:
+        return full_model_state(model, trainable_only=True)
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _batch(forget, fs: Stream, retain, rs: Stream | None, j: int, pad_id: int, device) -> Batch:
@@ -313,15 +350,6 @@ def _mean_over_processes(values: dict[str, float], device) -> dict[str, float]:
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
     return dict(zip(values, (t / torch.distributed.get_world_size()).tolist()))
-
-
-def is_sharded(t: torch.Tensor) -> bool:
-    """True for an FSDP2 parameter or gradient: a DTensor of which this process holds a shard."""
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # pragma: no cover - torch without distributed
-        return False
-    return isinstance(t, DTensor)
 
 
 def _accumulate_objectives(objectives, params, accum: int, into: dict[str, list[torch.Tensor]],
@@ -353,32 +381,23 @@ def _accumulate_objectives(objectives, params, accum: int, into: dict[str, list[
             p.grad = None
 
 
-def _check_combiner_backend(combiner, acc, name: str, sharded: bool) -> None:
-    """Per-objective gradient combination needs each objective's synchronised gradient per tensor.
+def _check_backend(combiner, acc, name: str, sharded: bool) -> None:
+    """Refuse what would silently change the result.
 
+    FSDP version 1 (accelerate's FSDP with parameters that are not DTensors) flattens parameters
+    into shards that neither the combiners, the checkpoints nor the final save address: use FSDP2.
     DeepSpeed reduces and partitions gradients inside its engine (the per-objective gradients never
-    exist as such), so it is refused rather than silently changing the math. FSDP2 (parameters
-    are DTensors) is supported: one backward per objective, dot products summed over shards.
-    FSDP1 flattens parameters into shards this engine does not address: refused, use FSDP2."""
-    if combiner is None:
-        return
+    exist as such), so methods with a gradient combiner are refused there. FSDP2 is supported:
+    one backward per objective, dot products summed over shards (``engine.sharding``)."""
     kind = str(getattr(acc, "distributed_type", "")).split(".")[-1].upper()
-    if kind == "DEEPSPEED" or (kind == "FSDP" and not sharded):
-        what = "DeepSpeed" if kind == "DEEPSPEED" else "FSDP version 1"
-        fix = ("launch it with FSDP2 (configs/accelerate/fsdp.yaml, fsdp_version: 2), DDP (configs/accelerate/ddp.yaml) "
-               "or as a single process")
+    if kind == "FSDP" and not sharded:
+        raise ConfigError("FSDP version 1 is not supported; set fsdp_version: 2 in the accelerate config "
+                          "(configs/accelerate/fsdp.yaml), or launch with DDP (configs/accelerate/ddp.yaml).")
+    if combiner is not None and kind == "DEEPSPEED":
         raise ConfigError(
-            f"Method '{name}' combines per-objective gradients ({type(combiner).__name__}), which {what} cannot do "
-            f"without changing the result: it only exposes the sum of the objectives' gradients. Instead, {fix}.")
-
-
-def _shard_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """<a, b> of two sharded tensors from their local shards: local dot, summed over processes."""
-    from .combine import local_dot
-
-    d = local_dot(a, b)
-    torch.distributed.all_reduce(d)
-    return d
+            f"Method '{name}' combines per-objective gradients ({type(combiner).__name__}), which DeepSpeed cannot do "
+            f"without changing the result: it only exposes the sum of the objectives' gradients. Instead, launch it "
+            f"with FSDP2 (configs/accelerate/fsdp.yaml), DDP (configs/accelerate/ddp.yaml) or as a single process.")
 
 
 def _apply_combined(obj_grads, params, combiner, world: int, sharded: bool = False) -> None:
@@ -390,7 +409,7 @@ def _apply_combined(obj_grads, params, combiner, world: int, sharded: bool = Fal
         for i, p in enumerate(params):
             grads = {name: gs[i] for name, gs in obj_grads.items()}
             out = next(iter(grads.values()))
-            local = combiner.combine({k: g.to_local() for k, g in grads.items()}, dot=_shard_dot)
+            local = combiner.combine({k: g.to_local() for k, g in grads.items()}, dot=shard_dot)
             out.to_local().copy_(local)
             p.grad = out
         return
@@ -403,23 +422,31 @@ def _apply_combined(obj_grads, params, combiner, world: int, sharded: bool = Fal
         p.grad = combiner.combine({name: gs[i] for name, gs in obj_grads.items()})
 
 
-def _clip(acc, params, max_norm: float | None) -> float:
+def _clip(acc, params, max_norm: float | None, sharded: bool = False) -> float:
+    """Clip to ``max_norm`` (if set); returns the global gradient norm before clipping."""
     if max_norm is not None:
-        return float(acc.clip_grad_norm_(params, max_norm))
-    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-    return float(torch.stack(grads).norm()) if grads else 0.0
+        norm = acc.clip_grad_norm_(params, max_norm)
+        return float(norm.full_tensor() if is_sharded(norm) else norm)
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    local = [g.to_local() if is_sharded(g) else g for g in grads]
+    sq = torch.stack([g.double().pow(2).sum() for g in local]).sum()
+    if sharded:
+        torch.distributed.all_reduce(sq)
+    return float(sq.sqrt())
 
 
-def _check_finite(loss, step, run_dir, model, optimizer, scheduler, cfg, acc, name) -> None:
+def _check_finite(loss, step, run_dir, model, optimizer, scheduler, cfg, acc, name, sharded: bool = False) -> None:
     if not torch.isfinite(loss.detach()).all():
-        _diverged(f"the {name} loss is {loss.item()}", step, run_dir, model, optimizer, scheduler, cfg, acc)
+        _diverged(f"the {name} loss is {loss.item()}", step, run_dir, model, optimizer, scheduler, cfg, acc, sharded)
 
 
-def _diverged(what: str, step: int, run_dir, model, optimizer, scheduler, cfg, acc) -> None:
+def _diverged(what: str, step: int, run_dir, model, optimizer, scheduler, cfg, acc, sharded: bool = False) -> None:
     """Stop with a clear message; the weights are still those after ``step`` good steps, so keep them."""
     where = ""
     if run_dir is not None and step > 0:
-        path = _save(run_dir / "checkpoints", step, model, optimizer, scheduler, cfg, acc)
+        path = _save(run_dir / "checkpoints", step, model, optimizer, scheduler, cfg, acc, sharded)
         where = f" The last good state (after {step} steps) is saved in {path}."
     raise TrainingDiverged(
         f"Training stopped at step {step + 1}: {what}.{where} Lower train.lr, keep train.max_grad_norm set, "
@@ -427,10 +454,14 @@ def _diverged(what: str, step: int, run_dir, model, optimizer, scheduler, cfg, a
     )
 
 
-def _save(root: Path, step: int, model, optimizer, scheduler, cfg: TrainConfig, acc) -> Path:
+def _save(root: Path, step: int, model, optimizer, scheduler, cfg: TrainConfig, acc, sharded: bool = False) -> Path:
     path = root / f"step-{step}"
+    unwrapped = acc.unwrap_model(model)
+    # sharded: every process contributes its shards to whole tensors, which process 0 writes
+    whole = (full_model_state(unwrapped, trainable_only=True), full_optimizer_state(unwrapped, optimizer)) \
+        if sharded else (None, None)
     if acc.is_main_process:
-        save_checkpoint(root, step, acc.unwrap_model(model), optimizer, scheduler, cfg.keep_checkpoints)
+        save_checkpoint(root, step, unwrapped, optimizer, scheduler, cfg.keep_checkpoints, *whole)
     acc.wait_for_everyone()
     return path
 

@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ..engine.sharding import is_fsdp
 from ..errors import ConfigError
 from .losses import token_mean
 
@@ -36,14 +37,6 @@ class _Stop(Exception):
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     model = getattr(model, "module", model)  # DDP
     return model
-
-
-def _is_fsdp(model: torch.nn.Module) -> bool:
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # pragma: no cover - torch without distributed
-        return False
-    return isinstance(model, FSDPModule)
 
 
 def decoder_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -79,7 +72,7 @@ def layer_activations(model: torch.nn.Module, inputs: dict[str, torch.Tensor], l
     """
     blocks = decoder_blocks(model)
     decoder = _unwrap(model)
-    if not _is_fsdp(decoder):
+    if not is_fsdp(decoder):
         decoder = decoder.get_decoder() if hasattr(decoder, "get_decoder") else decoder
 
     def stop(module, args, output):
