@@ -15,6 +15,7 @@ sharded ones), and only process 0 writes; a sharded model is gathered into a pla
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import re
 import time
@@ -37,6 +38,7 @@ from .sharding import (full_model_state, full_optimizer_state, is_fsdp, is_shard
 from .stream import Stream
 
 Callback = Callable[[int, dict[str, Any]], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -213,6 +215,10 @@ def train(
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(acc.device)
+    if (_kind(acc) == "FSDP" and needs.reference and reference_model is None and cfg.lora is None
+            and not cfg.reference_offload and acc.is_main_process):
+        logger.warning("FSDP shards the trained model, but the frozen reference of '%s' is a whole copy on every "
+                     "device; if memory is tight, set train.reference_offload: true (kept in host memory).", method.name)
     reference = build_reference(model, method, reference_model, acc.device, cfg.reference_offload)
     ref_lp = reference_logprobs(reference, model, forget, pad_id, acc.device) if needs.reference_forget_logprob else None
     if cfg.compile:  # after the reference copy: the reference runs about once per example (caches)
@@ -381,6 +387,11 @@ def _accumulate_objectives(objectives, params, accum: int, into: dict[str, list[
             p.grad = None
 
 
+def _kind(acc) -> str:
+    """accelerate's distributed type as a bare upper-case name: 'NO', 'MULTI_GPU', 'FSDP', 'DEEPSPEED', ..."""
+    return str(getattr(acc, "distributed_type", "")).split(".")[-1].upper()
+
+
 def _check_backend(combiner, acc, name: str, sharded: bool) -> None:
     """Refuse what would silently change the result.
 
@@ -389,7 +400,7 @@ def _check_backend(combiner, acc, name: str, sharded: bool) -> None:
     DeepSpeed reduces and partitions gradients inside its engine (the per-objective gradients never
     exist as such), so methods with a gradient combiner are refused there. FSDP2 is supported:
     one backward per objective, dot products summed over shards (``engine.sharding``)."""
-    kind = str(getattr(acc, "distributed_type", "")).split(".")[-1].upper()
+    kind = _kind(acc)
     if kind == "FSDP" and not sharded:
         raise ConfigError("FSDP version 1 is not supported; set fsdp_version: 2 in the accelerate config "
                           "(configs/accelerate/fsdp.yaml), or launch with DDP (configs/accelerate/ddp.yaml).")
