@@ -74,3 +74,25 @@ def test_compiled_blocks_train_like_eager(monkeypatch, method, options):
     assert calls == [4]  # the tiny model's 4 blocks
     assert counters["stats"]["unique_graphs"] >= 1  # dynamo really captured the blocks
     _assert_same(compiled, _run(method, options), start, atol=1e-5)
+
+
+def test_separate_di_teacher_is_offloaded_too(tmp_path):
+    """`di.teacher` (a model loaded by the method, not the engine's reference) follows
+    train.reference_offload: same run, teacher weights never resident (meta)."""
+    from obliviate.methods.di import DI, DIConfig
+    from obliviate.models import save_model
+
+    teacher, tok = tiny_model_and_tokenizer(seed=1)
+    save_model(teacher, tok, tmp_path / "teacher")
+    start = tiny_model_and_tokenizer()[0].state_dict()
+    runs = {}
+    for offload in (True, False):
+        model, tok = tiny_model_and_tokenizer()
+        forget, _ = _data(tok)
+        method = DI(DIConfig(teacher=str(tmp_path / "teacher"), gamma=3.0, alpha=0.0))
+        train(model, tok, method, forget, None,
+              TrainConfig(max_steps=3, lr=1e-3, batch_size=2, progress=False, reference_offload=offload))
+        weights = list(method._teacher.parameters())
+        assert all(p.device.type == ("meta" if offload else "cpu") for p in weights)
+        runs[offload] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    _assert_same(runs[True], runs[False], start, atol=1e-6)

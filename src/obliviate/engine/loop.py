@@ -33,6 +33,7 @@ from ..methods.losses import global_token_mean, sequence_logprob
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .lora import apply_lora
+from .placement import place_frozen
 from .sharding import (full_model_state, full_optimizer_state, is_fsdp, is_sharded, load_full_model_state,
                        load_full_optimizer_state, reshard, shard_dot, unsharded_copy)
 from .stream import Stream
@@ -128,14 +129,7 @@ def build_reference(model, method: Method, reference_model, device, offload: boo
         model.to(where)
     else:
         ref = copy.deepcopy(model)
-    ref.eval().requires_grad_(False)
-    if offload:
-        from accelerate import cpu_offload
-
-        ref = cpu_offload(ref.to("cpu"), execution_device=torch.device(device))
-    else:
-        ref.to(device)
-    return Reference(ref)
+    return Reference(place_frozen(ref, device, offload))
 
 
 @torch.no_grad()
@@ -205,6 +199,8 @@ def train(
         model = apply_lora(model, cfg.lora)
     if hasattr(method, "attach_tokenizer"):  # optional hook: methods that read token texts (DI focus)
         method.attach_tokenizer(tokenizer)
+    if hasattr(method, "set_frozen_offload"):  # optional hook: methods that load a frozen model of their own (DI teacher)
+        method.set_frozen_offload(cfg.reference_offload)
     if hasattr(method, "prepare"):  # optional hook: methods that inspect model + data first (FALCON's MI layer choice)
         method.prepare(model.to(acc.device), forget, retain, pad_id)
         needs = method.needs

@@ -74,6 +74,7 @@ class DI:
         self.needs = Needs(retain=c.alpha > 0, reference=c.teacher is None or kl_retain)
         self.cache = TeacherCache(c.cache, c.cache_top_k) if c.cache != "none" else None
         self._teacher: torch.nn.Module | None = None
+        self._offload = False
         self._vocab: VocabTable | None = None
 
     def attach_tokenizer(self, tokenizer) -> None:
@@ -127,13 +128,19 @@ class DI:
             )
         return logits
 
+    def set_frozen_offload(self, offload: bool) -> None:
+        """Called by the engine with ``train.reference_offload``: the teacher from ``di.teacher`` then
+        stays in host memory and visits the device one module at a time."""
+        self._offload = offload
+
     def _load_teacher(self, device) -> torch.nn.Module:
         if self._teacher is None:
+            from ..engine.placement import place_frozen
             from ..models import load_model
 
-            self._teacher, _ = load_model(self.config.teacher)
-            self._teacher.eval().requires_grad_(False)
-        return self._teacher.to(device)
+            teacher, _ = load_model(self.config.teacher)
+            self._teacher = place_frozen(teacher, device, self._offload)
+        return self._teacher if self._offload else self._teacher.to(device)
 
     def _focus(self, f) -> torch.Tensor:
         if self._vocab is None:
