@@ -20,7 +20,7 @@ def combined_gradients(out_file: str) -> None:
     from obliviate.engine.sharding import is_sharded
     from obliviate.methods import FALCON, FALCONConfig
     from obliviate.methods.base import Aux, Batch, Reference
-    from obliviate.methods.losses import global_token_mean
+    from obliviate.methods.tokens import StepTokens, step_tokens
     from obliviate.methods.representation import decoder_blocks
     from obliviate.testing import tiny_model_and_tokenizer
 
@@ -52,7 +52,11 @@ def combined_gradients(out_file: str) -> None:
     sharded = any(is_sharded(p) for p in params)
     assert sharded == (world > 1)
     obj: dict = {}
-    with global_token_mean(world > 1):
+    parts = {"forget": batch.forget, "retain": batch.retain}
+    totals = StepTokens.totals([parts])  # what the engine does: token counts of the whole step
+    if world > 1:
+        dist.all_reduce(totals)
+    with step_tokens(StepTokens.for_micro_batch(parts, totals, world, 1)):
         out = method.loss(model, batch, Aux(reference=Reference(frozen)))
         _accumulate_objectives(out.objectives, params, 1, obj,
                                backward=(lambda loss, **kw: loss.backward(**kw)) if sharded else None)

@@ -46,7 +46,7 @@ def test_two_process_cpu_launch(tmp_path, method):
         assert torch.equal(r0[k], r1[k]), f"ranks differ at {k}"
     assert any(not torch.equal(r0[k], start[k]) for k in r0), "training changed nothing"
     # Same global batch => the same update, up to float summation order: token means run over the
-    # global batch (losses.global_token_mean), FALCON's POV over the gathered batch, and per-objective
+    # step (methods.tokens), FALCON's POV over the gathered batch, and per-objective
     # gradients are combined after synchronisation. Measured: graddiff 1.9e-5, npo 1.2e-6, di 1.2e-6
     # (graddiff with per-rank token means: 5.0e-2). FALCON 2.1e-3: its POV amplifies rounding noise
     # ~1e3-fold in any run (see dist_worker.OPTIONS), so it gets a looser bound.

@@ -76,3 +76,28 @@ def test_kl_zero_for_identical_and_hand_value():
     lab = torch.tensor([[-100, 0]])
     expected = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
     assert L.kl_to_reference(lg, ref, lab).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_token_mean_divides_by_the_step_count_inside_a_scope():
+    """Two micro-batches of one step: 3 and 1 answer tokens, 4 and 4 real tokens, accumulation 2.
+    Inside the step and the 'forget' scope a token mean divides by N_step / A = 4 / 2 = 2 (answer
+    tokens) or 8 / 2 = 4 (real tokens); elsewhere it is a plain mean."""
+    from obliviate.methods.tokens import StepTokens, answer_positions, answer_targets, step_tokens, token_mean, token_scope
+
+    ones = torch.ones(1, 4, dtype=torch.long)
+    b1 = {"input_ids": ones, "attention_mask": ones, "labels": torch.tensor([[-100, 5, 6, 7]])}
+    b2 = {"input_ids": ones, "attention_mask": ones, "labels": torch.tensor([[-100, -100, -100, 7]])}
+    totals = StepTokens.totals([{"forget": b1, "retain": None}, {"forget": b2, "retain": None}])
+    assert totals.tolist() == [4.0, 8.0, 0.0, 0.0]
+    v3, v4 = torch.ones(1, 3), torch.ones(1, 4)
+    step = StepTokens.for_micro_batch({"forget": b1, "retain": None}, totals, world=1, accum=2)
+    with step_tokens(step):
+        with token_scope("forget"):
+            assert token_mean(v3, answer_targets(b1)).item() == pytest.approx(3 / 2)
+            assert token_mean(v4, answer_positions(b1)).item() == pytest.approx(3 / 2)
+            assert token_mean(v4, b1["attention_mask"]).item() == pytest.approx(4 / 4)
+            assert token_mean(v4, torch.tensor([[1, 0, 0, 0]])).item() == 1.0  # not a canonical mask: local
+        with token_scope("retain"):  # no retain part in this step: local
+            assert token_mean(v3, answer_targets(b1)).item() == 1.0
+        assert token_mean(v3, answer_targets(b1)).item() == 1.0  # no scope: local
+    assert token_mean(v3, answer_targets(b1)).item() == 1.0  # outside a step

@@ -7,7 +7,7 @@ accumulation, clipping, autocast, NaN/inf detection, JSON-lines logging, periodi
 and resume. Unlearning methods and plain fine-tuning both run through it.
 
 Multi-process (DDP, or FSDP2 via accelerate or a model already ``fully_shard``-ed under torchrun):
-token means run over the global batch (``methods.losses.global_token_mean``), logged values are
+token means run over the whole step (``methods.tokens``: every process, every micro-step), logged values are
 averaged over processes, gradient combiners see synchronised gradients (``engine.sharding`` for
 sharded ones), and only process 0 writes; a sharded model is gathered into a plain copy at the end.
 """
@@ -29,7 +29,8 @@ from ..data.encode import collate
 from ..errors import ConfigError, TrainingDiverged
 from ..io import append_jsonl, read_jsonl
 from ..methods.base import Aux, Batch, Method, Reference, forward
-from ..methods.losses import global_token_mean, sequence_logprob
+from ..methods.losses import sequence_logprob
+from ..methods.tokens import StepTokens, step_tokens
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .lora import apply_lora
@@ -266,9 +267,10 @@ def train(
     for step in range(start, steps):
         sums: dict[str, float] = {}
         obj_grads: dict[str, list[torch.Tensor]] = {}
-        for m in range(cfg.grad_accum):
-            j = step * cfg.grad_accum + m
-            batch = _batch(forget, fs, retain, rs, j, pad_id, acc.device)
+        micro = [_batch(forget, fs, retain, rs, step * cfg.grad_accum + m, pad_id, acc.device)
+                 for m in range(cfg.grad_accum)]
+        totals = _step_token_totals(micro, acc)
+        for m, batch in enumerate(micro):
             aux = Aux(step=step, reference=reference,
                       ref_forget_logprob=ref_lp[batch.forget["index"].cpu()] if ref_lp is not None else None)
             last = m == cfg.grad_accum - 1
@@ -277,8 +279,10 @@ def train(
             else:  # DDP: we all-reduce each objective's gradients (RMU/FALCON's truncated forwards bypass
                 # DDP's forward); FSDP2 reduce-scatters every objective's backward itself
                 sync = _null() if sharded else acc.no_sync(model)
-            # token means over the global batch: a W-process run takes the 1-process run's step
-            with sync, global_token_mean(acc.num_processes > 1):
+            # token means over the whole step: W processes x A micro-steps take the 1 x 1 step
+            tokens = StepTokens.for_micro_batch({"forget": batch.forget, "retain": batch.retain}, totals,
+                                                acc.num_processes, cfg.grad_accum)
+            with sync, step_tokens(tokens):
                 out = method.loss(model, batch, aux)
                 _check_finite(out.loss, step, run_dir, model, optimizer, scheduler, cfg, acc, method.name, sharded)
                 if combiner is not None:
@@ -345,6 +349,15 @@ def _batch(forget, fs: Stream, retain, rs: Stream | None, j: int, pad_id: int, d
     r = collate([retain[i] for i in rs.indices(j)], pad_id) if rs is not None else None
     to = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
     return Batch(forget=to(f), retain=to(r) if r is not None else None)
+
+
+def _step_token_totals(micro: list[Batch], acc) -> torch.Tensor:
+    """Answer and real token counts per batch part over the step's micro-batches on every process."""
+    totals = StepTokens.totals([{"forget": b.forget, "retain": b.retain} for b in micro])
+    if acc.num_processes > 1:
+        totals = totals.to(acc.device)
+        torch.distributed.all_reduce(totals)
+    return totals.cpu()
 
 
 def _mean_over_processes(values: dict[str, float], device) -> dict[str, float]:

@@ -39,6 +39,7 @@ from .di_cache import CacheMode, TeacherCache
 from .focus import VocabTable, focus_weights
 from .losses import di_targets, nll, soft_cross_entropy, sparse_soft_cross_entropy
 from .retain import RetainLoss, retain_loss
+from .tokens import token_scope
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,13 @@ class DI:
         c, f = self.config, batch.forget
         logits = forward(model, f).logits
         weights = self._focus(f) if c.focus else None
-        if self.cache is None:
-            targets, mask = di_targets(self._teacher_logits(f, aux, logits.shape[-1]), f["labels"], c.gamma)
-            forget = soft_cross_entropy(logits, targets, mask, weights)
-        else:
-            forget = self._cached_loss(logits, f, aux, weights)
-        metrics = {"di": forget.item(), "forget_nll": nll(logits.detach(), f["labels"]).item()}
+        with token_scope("forget"):
+            if self.cache is None:
+                targets, mask = di_targets(self._teacher_logits(f, aux, logits.shape[-1]), f["labels"], c.gamma)
+                forget = soft_cross_entropy(logits, targets, mask, weights)
+            else:
+                forget = self._cached_loss(logits, f, aux, weights)
+            metrics = {"di": forget.item(), "forget_nll": nll(logits.detach(), f["labels"]).item()}
         if self.cache is not None:
             metrics.update(self.cache.stats())
         loss = forget

@@ -43,6 +43,7 @@ from .base import Aux, Batch, LossOutput, Needs
 from .representation import (FrozenActivations, TokenScope, check_layer, default_update_layers, forget_mask, info_nce,
                              layer_activations, masked_cosine_distance, masked_mse, gather_rows, principal_offset_vector,
                              trainable_patterns)
+from .tokens import token_scope
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +138,13 @@ class FALCON:
         h_f0 = self.frozen.get(aux.reference, "forget", batch.forget)
         # the POV is a statistic of the global batch: gather the forget tokens of every process
         pov = principal_offset_vector(gather_rows(h_f0[fmask].to(h_f.device)), self.generator)
-        forget = info_nce(h_f, pov, self.negatives(h_f0, fmask), c.tau, fmask)
+        with token_scope("forget"):
+            forget = info_nce(h_f, pov, self.negatives(h_f0, fmask), c.tau, fmask)
         h_r = layer_activations(model, batch.retain, self.layer)
         h_r0 = self.frozen.get(aux.reference, "retain", batch.retain)
         retain_fn = masked_cosine_distance if c.retain_loss == "cosine" else masked_mse
-        retain = c.alpha * retain_fn(h_r, h_r0, rmask)
+        with token_scope("retain"):
+            retain = c.alpha * retain_fn(h_r, h_r0, rmask)
         with torch.no_grad():
             cos_pov = torch.nn.functional.cosine_similarity(h_f.float(), pov.float(), dim=-1)[fmask].mean().item()
         metrics = {"falcon_forget": forget.item(), "falcon_retain": retain.item(), "cos_to_pov": cos_pov,

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from .base import Aux, Batch, LossOutput, Needs, forward
 from .losses import ga_loss
+from .tokens import token_scope
 
 
 @dataclass(frozen=True)
@@ -27,5 +28,7 @@ class GA:
         self.needs = Needs()
 
     def loss(self, model, batch: Batch, aux: Aux) -> LossOutput:
-        loss = ga_loss(forward(model, batch.forget).logits, batch.forget["labels"])
+        logits = forward(model, batch.forget).logits
+        with token_scope("forget"):
+            loss = ga_loss(logits, batch.forget["labels"])
         return LossOutput(loss=loss, metrics={"forget_nll": -loss.item()})

@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from .base import Aux, Batch, LossOutput, Needs, forward
 from .losses import nll
 from .retain import RetainLoss, retain_loss
+from .tokens import token_scope
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,9 @@ class GradDiff:
 
     def loss(self, model, batch: Batch, aux: Aux) -> LossOutput:
         c = self.config
-        forget_nll = nll(forward(model, batch.forget).logits, batch.forget["labels"])
+        logits = forward(model, batch.forget).logits
+        with token_scope("forget"):
+            forget_nll = nll(logits, batch.forget["labels"])
         r = retain_loss(model, batch.retain, c.retain_loss, aux)
         loss = -c.gamma * forget_nll + c.alpha * r
         return LossOutput(loss=loss, metrics={"forget_nll": forget_nll.item(), f"retain_{c.retain_loss}": r.item()})

@@ -6,58 +6,10 @@ Shapes: ``logits`` [B, T, V]; ``labels`` [B, T] with -100 on positions that carr
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
-
-_GLOBAL_TOKEN_MEAN: ContextVar[bool] = ContextVar("obliviate_global_token_mean", default=False)
-
-
-@contextmanager
-def global_token_mean(enabled: bool = True) -> Iterator[None]:
-    """Make every ``token_mean`` inside the context a mean over the tokens of *all* processes.
-
-    Under data parallelism each process holds a slice of the global batch and the gradients are
-    averaged over the W processes. A per-process token mean sum_r / n_r then weights the tokens of a
-    rank with few answer tokens more than those of a rank with many, so a 2-process run differs from
-    a 1-process run with the same global batch. Inside this context the denominator is
-    N / W with N = sum_r n_r (one all-reduce of a scalar), so the averaged gradient is exactly
-    that of sum_all / N. The engine enters it around each training loss when it runs on more than
-    one process; every process must then compute the same sequence of token means (they do: the
-    same method code runs on every rank). Outside it, or on one process, the mean is local.
-    """
-    token = _GLOBAL_TOKEN_MEAN.set(enabled)
-    try:
-        yield
-    finally:
-        _GLOBAL_TOKEN_MEAN.reset(token)
-
-
-def _token_count(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The denominator of ``token_mean``: the local count, or N_global / W inside ``global_token_mean``."""
-    count = mask.to(dtype).sum()
-    if _GLOBAL_TOKEN_MEAN.get():
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            count = count.detach().clone()
-            dist.all_reduce(count)
-            return count.clamp_min(1) / dist.get_world_size()
-    return count.clamp_min(1)
-
-
-def token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over the positions where ``mask`` is set (0 if none): sum(values * mask) / sum(mask).
-
-    Every token-averaged loss of obliviate goes through here (see ``global_token_mean`` for the
-    multi-process denominator)."""
-    m = mask.to(values.dtype)
-    return (values * m).sum() / _token_count(mask, values.dtype)
+from .tokens import IGNORE, token_mean
 
 
 def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

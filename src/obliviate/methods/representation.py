@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..engine.sharding import is_fsdp
 from ..errors import ConfigError
-from .losses import token_mean
+from .tokens import answer_positions, token_mean
 
 
 class _Stop(Exception):
@@ -154,12 +154,9 @@ def forget_mask(batch: dict[str, torch.Tensor], scope: TokenScope) -> torch.Tens
     tokens shared with retain data (chat-template system prompts) are then left alone, which
     avoids steering and preserving the very same activations at once.
     """
-    real = batch["attention_mask"].bool()
     if scope == "all":
-        return real
-    nxt = torch.zeros_like(real)
-    nxt[:, :-1] = batch["labels"][:, 1:] != -100
-    return nxt & real
+        return batch["attention_mask"].bool()
+    return answer_positions(batch)
 
 
 def random_unit_vector(d: int, seed: int, dtype=torch.float32) -> torch.Tensor:

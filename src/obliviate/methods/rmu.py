@@ -39,6 +39,7 @@ from ..errors import ConfigError
 from .base import Aux, Batch, LossOutput, Needs
 from .representation import (FrozenActivations, TokenScope, check_layer, default_update_layers, forget_mask,
                              gather_rows, layer_activations, masked_mse, random_unit_vector, trainable_patterns)
+from .tokens import token_scope
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,15 @@ class RMU:
         check_layer(model, c.layer, "rmu.layer")
         h_f = layer_activations(model, batch.forget, c.layer)
         target = self.control_vector(h_f.shape[-1], h_f.device, aux.reference, batch.forget)
-        forget = masked_mse(h_f, target, forget_mask(batch.forget, c.tokens))
+        with token_scope("forget"):
+            forget = masked_mse(h_f, target, forget_mask(batch.forget, c.tokens))
         metrics = {"rmu_forget": forget.item(), "rmu_c": float(self.coefficient)}
         loss = forget
         if c.alpha > 0:
             h_r = layer_activations(model, batch.retain, c.layer)
             h_r0 = self.frozen.get(aux.reference, "retain", batch.retain)
-            retain = masked_mse(h_r, h_r0, batch.retain["attention_mask"])
+            with token_scope("retain"):
+                retain = masked_mse(h_r, h_r0, batch.retain["attention_mask"])
             loss = loss + c.alpha * retain
             metrics["rmu_retain"] = retain.item()
         return LossOutput(loss=loss, objectives={"rmu": loss}, metrics=metrics)

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from .base import Aux, Batch, LossOutput, Needs, forward
 from .losses import nll
+from .tokens import token_scope
 
 
 @dataclass(frozen=True)
@@ -26,5 +27,7 @@ class SFT:
         self.needs = Needs()
 
     def loss(self, model, batch: Batch, aux: Aux) -> LossOutput:
-        loss = nll(forward(model, batch.forget).logits, batch.forget["labels"])
+        logits = forward(model, batch.forget).logits
+        with token_scope("forget"):
+            loss = nll(logits, batch.forget["labels"])
         return LossOutput(loss=loss, metrics={"nll": loss.item()})

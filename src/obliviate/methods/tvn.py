@@ -21,6 +21,7 @@ import torch
 from ..errors import ConfigError
 from .base import Aux, Batch, LossOutput, Needs, forward
 from .losses import nll
+from .tokens import token_scope
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ class TVN:
         self.needs = Needs()
 
     def loss(self, model, batch: Batch, aux: Aux) -> LossOutput:
-        loss = nll(forward(model, batch.forget).logits, batch.forget["labels"])
+        logits = forward(model, batch.forget).logits
+        with token_scope("forget"):
+            loss = nll(logits, batch.forget["labels"])
         return LossOutput(loss=loss, metrics={"forget_nll": loss.item()})
 
     @torch.no_grad()

@@ -1,0 +1,140 @@
+"""Token means and their denominators, so that a run's update does not depend on how its global
+batch is split over processes and gradient-accumulation micro-steps.
+
+Every token-averaged loss of obliviate is ``token_mean(values, mask)`` = sum(values * mask) / D:
+
+* by default D is the local count of ``mask``: a plain mean;
+* inside the engine's ``step_tokens(...)`` (each training micro-step) and a method's
+  ``token_scope(part)`` (which batch part, "forget" or "retain", the loss reads), D is the count of
+  the same kind of mask over the *whole optimizer step* (every micro-batch of every process)
+  divided by W x A (processes x accumulation steps). Processes average their gradients (/W) and
+  the engine divides by A, so the step's gradient is exactly that of sum_all / N_step, whatever
+  W and A are: 1 process x 4 micro-steps, 4 processes x 1 and 2 x 2 take the same step;
+* inside ``step_tokens`` but without a scope, or for a mask that is none of the part's canonical
+  masks (answer targets, answer positions, real tokens): the count over all processes of this
+  micro-batch (one all-reduce of a scalar) / W: exact across processes, per micro-step under
+  accumulation. Every process must then compute the same sequence of token means (they do: the
+  same method code runs on every rank).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+IGNORE = -100
+PARTS = ("forget", "retain")
+
+
+def answer_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, T-1] bool: the loss-bearing target tokens (``labels[:, 1:] != -100``)."""
+    return batch["labels"][:, 1:] != IGNORE
+
+
+def answer_positions(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, T] bool: the positions whose next token is a loss-bearing target (as many as the targets)."""
+    real = batch["attention_mask"].bool()
+    nxt = torch.zeros_like(real)
+    nxt[:, :-1] = answer_targets(batch)
+    return nxt & real
+
+
+@dataclass(frozen=True)
+class StepTokens:
+    """What ``token_mean`` needs during one micro-step: this micro-batch's parts, and per part the
+    step-level denominators N_step / (W * A) of answer tokens and real tokens."""
+
+    parts: dict[str, dict[str, torch.Tensor]]
+    answer: dict[str, float]
+    real: dict[str, float]
+    distributed: bool = False
+
+    @staticmethod
+    def totals(micro_batches: Sequence[dict[str, dict[str, torch.Tensor] | None]]) -> torch.Tensor:
+        """[answer, real] token counts per part, summed over this process's micro-batches: a float64
+        vector of length 2 * len(PARTS) (all-reduce it over processes for the step's totals)."""
+        out = torch.zeros(2 * len(PARTS), dtype=torch.float64)
+        for parts in micro_batches:
+            for i, name in enumerate(PARTS):
+                b = parts.get(name)
+                if b is not None:
+                    out[2 * i] += float(answer_targets(b).sum())
+                    out[2 * i + 1] += float(b["attention_mask"].sum())
+        return out
+
+    @classmethod
+    def for_micro_batch(cls, parts: dict[str, dict[str, torch.Tensor] | None], totals: torch.Tensor, world: int,
+                        accum: int) -> "StepTokens":
+        scale = world * accum
+        per = totals.clamp_min(1) / scale
+        return cls(parts={k: v for k, v in parts.items() if v is not None},
+                   answer={name: float(per[2 * i]) for i, name in enumerate(PARTS)},
+                   real={name: float(per[2 * i + 1]) for i, name in enumerate(PARTS)}, distributed=world > 1)
+
+    def denominator(self, part: str | None, mask: torch.Tensor) -> float | None:
+        """The step-level denominator if ``mask`` is one of ``part``'s canonical masks, else None."""
+        b = self.parts.get(part) if part is not None else None
+        if b is None:
+            return None
+        m = mask.bool()
+        if m.shape == b["labels"][:, 1:].shape and torch.equal(m, answer_targets(b).to(m.device)):
+            return self.answer[part]
+        if m.shape == b["attention_mask"].shape:
+            if torch.equal(m, b["attention_mask"].bool().to(m.device)):
+                return self.real[part]
+            if torch.equal(m, answer_positions(b).to(m.device)):
+                return self.answer[part]
+        return None
+
+
+_STEP: ContextVar[StepTokens | None] = ContextVar("obliviate_step_tokens", default=None)
+_PART: ContextVar[str | None] = ContextVar("obliviate_token_part", default=None)
+
+
+@contextmanager
+def step_tokens(step: StepTokens | None) -> Iterator[None]:
+    """Engine: the token denominators of the current micro-step (None: plain local means)."""
+    token = _STEP.set(step)
+    try:
+        yield
+    finally:
+        _STEP.reset(token)
+
+
+@contextmanager
+def token_scope(part: str) -> Iterator[None]:
+    """Method: the token means inside read batch part ``part`` ("forget" or "retain")."""
+    assert part in PARTS, part
+    token = _PART.set(part)
+    try:
+        yield
+    finally:
+        _PART.reset(token)
+
+
+def _denominator(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    count = mask.to(dtype).sum()
+    step = _STEP.get()
+    if step is None:
+        return count.clamp_min(1)
+    d = step.denominator(_PART.get(), mask)
+    if d is not None:
+        return torch.tensor(d, dtype=dtype, device=count.device)
+    if step.distributed:
+        import torch.distributed as dist
+
+        count = count.detach().clone()
+        dist.all_reduce(count)
+        return count.clamp_min(1) / dist.get_world_size()
+    return count.clamp_min(1)
+
+
+def token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the positions where ``mask`` is set (0 if none): sum(values * mask) / D,
+    with D as in the module docstring (the local count outside a training step)."""
+    m = mask.to(values.dtype)
+    return (values * m).sum() / _denominator(mask, values.dtype)
