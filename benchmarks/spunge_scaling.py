@@ -78,14 +78,14 @@ def wall_times(root: Path, ks: list[int], model: str, records: int, steps: int, 
     from obliviate.models import save_model
     from obliviate.spunge.runner import BackendConfig, SubsetJob, run_jobs
 
+    label = model
     if model == "tiny":
         from obliviate.testing import tiny_llama, tiny_tokenizer
 
-        base = root / "base"
-        save_model(tiny_llama(vocab_size=128, hidden_size=hidden, layers=layers, seed=0), tiny_tokenizer(), base)
-        model = str(base)
+        model, label = str(root / "base"), f"random Llama d={hidden} L={layers}"
+        save_model(tiny_llama(vocab_size=128, hidden_size=hidden, layers=layers, seed=0), tiny_tokenizer(), model)
     facts = make_facts(records * max(ks), 1, seed=0)
-    print(f"\nwall time: GA, {steps} steps x {records} records per subset, model {model if model != str(root / 'base') else f'random Llama d={hidden} L={layers}'}, "
+    print(f"\nwall time: GA, {steps} steps x {records} records per subset, model {label}, "
           f"{os.cpu_count()} CPUs, {torch.cuda.device_count()} GPUs")
     print("| k | sequential s | parallel s (local, k workers) | speed-up |\n|---|---|---|---|")
     for k in ks:

@@ -6,6 +6,7 @@ parameter), and in-process unsharded on the whole batch; both save the full comb
 import sys
 
 import torch
+from dist_worker import OPTIONS
 from safetensors.torch import save_file
 
 LAYER = 2
@@ -94,9 +95,8 @@ def train_run(out: str, method: str, steps: int, resume: bool = False) -> None:
                       reference_model=frozen, **opts)
 
 
-# SGD for FALCON: see dist_worker.OPTIONS (its POV amplifies rounding noise; Adam's first steps are sign-like)
-TRAIN_OPTIONS = {"falcon": {"layer": 2, "optimizer": "sgd", "lr": 0.01, "max_grad_norm": None},
-                 "npo": {"lr": 1e-3, "max_grad_norm": 1.0}}
+# FALCON as in the DDP test (SGD: its POV amplifies rounding noise, see dist_worker.OPTIONS)
+TRAIN_OPTIONS = {"falcon": {**OPTIONS["falcon"], "max_grad_norm": None}, "npo": {"lr": 1e-3, "max_grad_norm": 1.0}}
 
 
 if __name__ == "__main__":

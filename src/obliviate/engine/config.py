@@ -32,7 +32,7 @@ class TrainConfig:
     keep_checkpoints: int = field(default=2, metadata={"help": "How many periodic checkpoints to keep."})
     tensorboard: bool = field(default=False, metadata={"help": "Also log to TensorBoard under run_dir/tb (needs tensorboard)."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
-    compile: bool = field(default=False, metadata={"help": "torch.compile each decoder block in place (regional compilation; the first steps pay the compilation). Helps on GPUs; measure on CPU (benchmarks/step_cost.py rows '... compile')."})
+    compile: bool = field(default=False, metadata={"help": "torch.compile each decoder block in place (regional compilation; the first steps pay the compilation). Meant for GPUs (not yet measured there); no gain measured on 2 CPU cores (benchmarks/step_cost.py rows '... compile')."})
     reference_offload: bool = field(default=False, metadata={"help": "Keep the frozen reference/teacher copy in CPU memory and stream it to the device one module at a time for its forwards (with the per-run caches these run about once per example); for models where a second copy does not fit."})
     trainable: tuple[str, ...] = field(default=(), metadata={"help": "Regexes of trainable parameter names, overriding the method's choice (empty: method default)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar with the live losses."})

@@ -195,8 +195,10 @@ def train(
 
     presharded = is_fsdp(model)  # fully_shard applied by the caller (torchrun); accelerate's FSDP shards in prepare
     if cfg.lora is not None:  # adapters only; the reference becomes the base with adapters disabled
-        if presharded:
-            raise ConfigError(_LORA_FSDP)
+        if presharded or _kind(acc) == "FSDP":
+            raise ConfigError("LoRA under FSDP is not supported: the adapters and their optimizer state are small, "
+                              "so sharding buys little. Launch LoRA runs with DDP (configs/accelerate/ddp.yaml) "
+                              "or on one process.")
         model = apply_lora(model, cfg.lora)
     if hasattr(method, "attach_tokenizer"):  # optional hook: methods that read token texts (DI focus)
         method.attach_tokenizer(tokenizer)
@@ -238,8 +240,6 @@ def train(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]  # FSDP2 replaces them with sharded DTensors
     sharded = any(is_sharded(p) for p in params)
-    if sharded and cfg.lora is not None:
-        raise ConfigError(_LORA_FSDP)
 
     start = 0
     ckpt_root = run_dir / "checkpoints" if run_dir else None
@@ -333,10 +333,6 @@ def train(
     return TrainResult(model=final, log=log, steps=steps, run_dir=run_dir)
 
 
-_LORA_FSDP = ("LoRA under FSDP is not supported: the adapters and their optimizer state are small, so sharding "
-              "buys little. Launch LoRA runs with DDP (configs/accelerate/ddp.yaml) or on one process.")
-
-
 def _trainable_snapshot(model: torch.nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
     """Trainable parameters as whole CPU tensors (for a sharded model: on process 0, collectively)."""
     if sharded:
@@ -355,7 +351,6 @@ def _step_token_totals(micro: list[Batch], acc) -> torch.Tensor:
     """Answer and real token counts per batch part over the step's micro-batches on every process."""
     totals = StepTokens.totals([{"forget": b.forget, "retain": b.retain} for b in micro])
     if acc.num_processes > 1:
-        totals = totals.to(acc.device)
         torch.distributed.all_reduce(totals)
     return totals.cpu()
 

@@ -39,7 +39,7 @@ from .di_cache import CacheMode, TeacherCache
 from .focus import VocabTable, focus_weights
 from .losses import di_targets, nll, soft_cross_entropy, sparse_soft_cross_entropy
 from .retain import RetainLoss, retain_loss
-from .tokens import token_scope
+from .tokens import answer_targets, token_scope
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class DI:
 
     def _cached_loss(self, logits, f, aux: Aux, weights) -> torch.Tensor:
         assert self.cache is not None
-        mask = f["labels"][:, 1:] != -100
+        mask = answer_targets(f)
         hit = self.cache.lookup(f, mask)
         if hit is None:
             targets, mask = di_targets(self._teacher_logits(f, aux, logits.shape[-1]), f["labels"], self.config.gamma)

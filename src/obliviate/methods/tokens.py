@@ -45,49 +45,46 @@ def answer_positions(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class StepTokens:
-    """What ``token_mean`` needs during one micro-step: this micro-batch's parts, and per part the
-    step-level denominators N_step / (W * A) of answer tokens and real tokens."""
+    """What ``token_mean`` needs during one micro-step: per batch part, its canonical masks
+    (answer targets, answer positions, real tokens) paired with the step-level denominator
+    N_step / (W * A) of their kind (answer tokens for the first two, real tokens for the last)."""
 
-    parts: dict[str, dict[str, torch.Tensor]]
-    answer: dict[str, float]
-    real: dict[str, float]
+    masks: dict[str, tuple[tuple[torch.Tensor, float], ...]]
     distributed: bool = False
 
     @staticmethod
     def totals(micro_batches: Sequence[dict[str, dict[str, torch.Tensor] | None]]) -> torch.Tensor:
         """[answer, real] token counts per part, summed over this process's micro-batches: a float64
-        vector of length 2 * len(PARTS) (all-reduce it over processes for the step's totals)."""
-        out = torch.zeros(2 * len(PARTS), dtype=torch.float64)
+        vector of length 2 * len(PARTS), on the batches' device (all-reduce it over processes for
+        the step's totals)."""
+        out = torch.zeros(len(PARTS), 2, dtype=torch.float64, device=micro_batches[0]["forget"]["labels"].device)
         for parts in micro_batches:
             for i, name in enumerate(PARTS):
                 b = parts.get(name)
-                if b is not None:
-                    out[2 * i] += float(answer_targets(b).sum())
-                    out[2 * i + 1] += float(b["attention_mask"].sum())
-        return out
+                if b is not None:  # added on the device: no host sync per micro-batch
+                    out[i, 0] += answer_targets(b).sum()
+                    out[i, 1] += b["attention_mask"].sum()
+        return out.flatten()
 
     @classmethod
     def for_micro_batch(cls, parts: dict[str, dict[str, torch.Tensor] | None], totals: torch.Tensor, world: int,
                         accum: int) -> "StepTokens":
-        scale = world * accum
-        per = totals.clamp_min(1) / scale
-        return cls(parts={k: v for k, v in parts.items() if v is not None},
-                   answer={name: float(per[2 * i]) for i, name in enumerate(PARTS)},
-                   real={name: float(per[2 * i + 1]) for i, name in enumerate(PARTS)}, distributed=world > 1)
+        per = (totals.clamp_min(1) / (world * accum)).tolist()
+        masks = {}
+        for i, name in enumerate(PARTS):
+            b = parts.get(name)
+            if b is not None:
+                answer, real = per[2 * i], per[2 * i + 1]
+                masks[name] = ((answer_targets(b), answer), (b["attention_mask"].bool(), real),
+                               (answer_positions(b), answer))
+        return cls(masks=masks, distributed=world > 1)
 
     def denominator(self, part: str | None, mask: torch.Tensor) -> float | None:
         """The step-level denominator if ``mask`` is one of ``part``'s canonical masks, else None."""
-        b = self.parts.get(part) if part is not None else None
-        if b is None:
-            return None
         m = mask.bool()
-        if m.shape == b["labels"][:, 1:].shape and torch.equal(m, answer_targets(b).to(m.device)):
-            return self.answer[part]
-        if m.shape == b["attention_mask"].shape:
-            if torch.equal(m, b["attention_mask"].bool().to(m.device)):
-                return self.real[part]
-            if torch.equal(m, answer_positions(b).to(m.device)):
-                return self.answer[part]
+        for canonical, d in self.masks.get(part, ()) if part is not None else ():
+            if m.shape == canonical.shape and torch.equal(m, canonical.to(m.device)):
+                return d
         return None
 
 
