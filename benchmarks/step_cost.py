@@ -28,6 +28,11 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+
+# TOFU's refusals when the shared data sits next to the repository, else the tests' three
+REFUSALS = next(str(p) for p in (Path(__file__).resolve().parents[2] / "shared/data/tofu/idontknow.jsonl",
+                                 Path(__file__).resolve().parents[1] / "tests/refusals.txt") if p.is_file())
 
 # label -> (method, method options, lora settings or None, train options). The reference-free "npo"
 # row (alpha=0) is the one the "NPO <= 1.15x" goal refers to: same tokens as the sft row; "npo+R"
@@ -56,6 +61,15 @@ ROWS: dict[str, tuple[str, dict, dict | None, dict]] = {
     # regional torch.compile of the decoder blocks (compilation happens in the warm-up steps)
     "sft compile": ("sft", {}, None, {"compile": True}),
     "npo compile": ("npo", {"alpha": 0.0}, None, {"compile": True}),
+    # issue 17's methods. dpo/idknll also read a refusal per example (a second sequence); "dpo" has
+    # no retain term, like "npo"
+    "dpo": ("dpo", {"alpha": 0.0, "refusals": REFUSALS}, None, {}),
+    "dpo+R": ("dpo", {"refusals": REFUSALS}, None, {}),
+    "idknll+R": ("idknll", {"refusals": REFUSALS}, None, {}),
+    "wga": ("wga", {"alpha": 0.0}, None, {}),
+    "satimp": ("satimp", {"alpha": 0.0}, None, {}),
+    "ceu": ("ceu", {}, None, {}),
+    "pdu+R": ("pdu", {"epsilon": 2.0}, None, {}),
 }
 
 

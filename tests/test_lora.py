@@ -4,6 +4,7 @@ log-probs come from the base model; adapter-only and merged model/ dirs load bac
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +24,11 @@ LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
 CFG = dict(max_steps=3, lr=1e-2, batch_size=2, progress=False, template="plain", max_length=96, lora=LORA)
 # Representation methods steer a decoder block; the tiny model has 4 (0..3); adapt their trained module.
 TINY = {"rmu": {"layer": 2, "lora": {**LORA, "target_modules": ["down_proj"]}},
-        "falcon": {"layer": 2, "lora": {**LORA, "target_modules": ["down_proj"]}}}
+        "falcon": {"layer": 2, "lora": {**LORA, "target_modules": ["down_proj"]}},
+        # options without a default: a refusal file, PDU's retain-loss bound
+        "dpo": {"refusals": str(Path(__file__).with_name("refusals.txt"))},
+        "idknll": {"refusals": str(Path(__file__).with_name("refusals.txt"))},
+        "pdu": {"epsilon": 1.0}}
 
 
 def _batch(tok, recs=FORGET):

@@ -88,7 +88,7 @@ def test_token_mean_divides_by_the_step_count_inside_a_scope():
     b1 = {"input_ids": ones, "attention_mask": ones, "labels": torch.tensor([[-100, 5, 6, 7]])}
     b2 = {"input_ids": ones, "attention_mask": ones, "labels": torch.tensor([[-100, -100, -100, 7]])}
     totals = StepTokens.totals([{"forget": b1, "retain": None}, {"forget": b2, "retain": None}])
-    assert totals.tolist() == [4.0, 8.0, 0.0, 0.0]
+    assert totals.tolist() == [4.0, 8.0, 0.0, 0.0, 0.0, 0.0]  # [answer, real] for forget, retain, alternate
     v3, v4 = torch.ones(1, 3), torch.ones(1, 4)
     step = StepTokens.for_micro_batch({"forget": b1, "retain": None}, totals, world=1, accum=2)
     with step_tokens(step):

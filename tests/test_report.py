@@ -100,7 +100,8 @@ def test_optional_sections_and_missing_inputs(tmp_path):
     attacks = {"relearn": {"forget_prob": {"before": 0.04, "after": 0.61, "recovery_pct": 55.5}}}
     a = make_run(tmp_path, "spunge_npo", RUNS["npo_a"], extra={"spunge_table.json": spunge, "attacks.json": attacks})
     bare = tmp_path / "bare"
-    bare.mkdir()  # nothing inside: only its name appears
+    bare.mkdir()  # a run that wrote only its config: its name appears, with no values
+    (bare / "config.yaml").write_text("method: ga\n")
     html_path = tmp_path / "r.html"
     build_report([a, bare], html_path)
     html = html_path.read_text()
@@ -113,6 +114,7 @@ def test_optional_sections_and_missing_inputs(tmp_path):
 def test_report_without_any_results(tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
+    (bare / "config.yaml").write_text("method: ga\n")
     build_report([bare], tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()
     assert "data:image" not in html and "Training curves" not in html and "No eval/*.json results" in html
@@ -138,7 +140,8 @@ def test_cli_report(two_runs, tmp_path, capsys):
     assert '<td class="name">tofu/forget_quality</td><td>0.0123</td><td class="name">general/ppl</td>' in html
 
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM = (shutil.which("chromium") or shutil.which("chromium-browser")
+            or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None))
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
@@ -169,3 +172,52 @@ def test_reads_what_the_eval_writer_writes(tmp_path):
     html = (tmp_path / "r.html").read_text()
     assert "tofu/forget_prob" in html and "<td>0.125</td>" in html
     assert "<td>nan</td>" in html  # a NaN metric is shown, not silently dropped
+
+
+def _suite_run(root: Path, name: str, suite: str, metrics: dict, log: list[dict] | None = None) -> Path:
+    d = root / name
+    (d / "eval").mkdir(parents=True)
+    summary = {k: {"value": v, "higher_is_better": False, "description": f"{k} desc"} for k, v in metrics.items()}
+    (d / "eval" / f"{suite}.json").write_text(json.dumps({"suite": suite, "model": name, "summary": summary, "items": {}, "meta": {}}))
+    if log:
+        (d / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    return d
+
+
+def test_mark_by_distance_from_a_target():
+    assert mark([0.23, 0.52, 0.81], False, target=0.5) == ["", "best", "worst"]  # 0.23 is over-unlearning, not best
+    assert mark([0.25, 0.75], True, target=0.5) == ["", ""]  # equally far: nothing to tell apart
+    assert mark([-60.0, 5.0, None], False, target=0.0) == ["worst", "best", ""]
+
+
+def test_mia_auc_and_privleak_are_coloured_by_distance_from_their_ideal(tmp_path):
+    values = {"over": (0.23, -60.0), "ideal": (0.52, 5.0), "leaky": (0.81, 40.0)}
+    dirs = [_suite_run(tmp_path, n, "mia", {"auc_loss": a, "privleak": p}) for n, (a, p) in values.items()]
+    rep = build_report(dirs, tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    assert _row_cells(html, "mia/auc_loss") == [("", "0.23"), ("best", "0.52"), ("worst", "0.81")]
+    assert _row_cells(html, "mia/privleak") == [("worst", "-60"), ("best", "5"), ("", "40")]
+    assert "closest to 0.5 is best" in html and "closest to 0 is best" in html
+    assert "by distance from 0.5" in html  # the legend says so
+    assert re.search(r'title="auc_loss desc Coloured by distance from 0\.5', html)  # and the tooltip
+    assert "| mia/auc_loss ↔ 0.5 | 0.23 | **0.52** | _0.81_ |" in rep.markdown.read_text()
+
+
+def test_training_curves_keep_every_run_readable(tmp_path):
+    """RMU's loss in the hundreds gets its own axis, so NPO's (below 1) is not a flat line; a shared
+    quantity whose runs differ by more than 10x goes on a log scale."""
+    from obliviate.report.plots import curves_figure
+    from obliviate.report.runs import read_run
+
+    def log(loss, gnorm):
+        return [{"step": s, "loss": loss(s), "grad_norm": gnorm, "lr": 1e-5} for s in range(1, 21)]
+
+    runs = [read_run(_suite_run(tmp_path, "rmu", "demo", {"x": 1.0}, log(lambda s: 400.0 - 10 * s, 60.0))),
+            read_run(_suite_run(tmp_path, "npo", "demo", {"x": 2.0}, log(lambda s: 0.7 - 0.01 * s, 2.0)))]
+    fig = curves_figure(runs)
+    axes = {ax.get_title(): ax for ax in fig.get_axes() if ax.get_visible()}
+    assert {"loss: rmu", "loss: npo"} <= set(axes)
+    lo, hi = axes["loss: npo"].get_ylim()
+    assert hi - lo < 0.5  # NPO's axis spans its own 0.5..0.69, not RMU's 200..390
+    assert axes["grad_norm (log scale)"].get_yscale() == "log"
+    assert axes["lr"].get_yscale() == "linear"

@@ -1,5 +1,5 @@
 """Checkpoint/resume: an interrupted run resumed from its checkpoint ends with the same
-weights as an uninterrupted run; NaN stops the run with a clear error and keeps a checkpoint."""
+weights as an uninterrupted run; NaN stops the run with a clear error naming the last good checkpoint."""
 
 import pytest
 import torch
@@ -57,7 +57,10 @@ def test_nan_stops_and_keeps_checkpoint(tmp_path):
             with torch.no_grad():
                 model.model.embed_tokens.weight[:, 0] = float("nan")
 
-    with pytest.raises(TrainingDiverged, match=r"step 5.*last good state \(after 4 steps\)"):
+    # the state after step 4 is the bad one (its loss is NaN): the last good state is step 3's, verified
+    # by step 4's finite loss and written then (tests/test_faults.py checks its values)
+    with pytest.raises(TrainingDiverged, match=r"step 5.*last good state is checkpoint .*step-3 \(after 3 steps"):
         obliviate.unlearn(model, tok, FACTS[:4], method="ga", run_dir=tmp_path, callbacks=[poison],
-                          **{**OPTS, "checkpoint_every": None})
-    assert (tmp_path / "checkpoints" / "step-4" / "trainable.safetensors").is_file()
+                          **{**OPTS, "checkpoint_every": 1})
+    assert (tmp_path / "checkpoints" / "step-3" / "trainable.safetensors").is_file()
+    assert not (tmp_path / "checkpoints" / "step-4").exists()

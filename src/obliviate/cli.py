@@ -1,8 +1,12 @@
 """The ``obliviate`` command line.
 
 Each subcommand lives in ``obliviate/commands/<name>.py`` with ``HELP``, ``add_arguments(parser)``
-and ``run(args) -> int``; add one to ``COMMANDS`` below. User errors (``ObliviateError``) print as
-one clear line (``-v`` shows the traceback) and exit with status 2.
+and ``run(args) -> int``; add one to ``COMMANDS`` below.
+
+The error boundary (``main``): user errors (``ObliviateError``) print as one clear line plus what
+was kept/restored (exit status 2); a failed read or write of a file (``OSError``: disk full,
+permissions, a missing path) prints the path and the reason (exit status 1); ``-v`` shows the
+traceback instead. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import sys
 
 from .errors import ObliviateError
+from .io import io_failure
 
 COMMANDS = {
     "demo": "demo",
@@ -26,6 +31,8 @@ COMMANDS = {
     "select-layer": "select_layer",
     "merge": "merge",
     "spunge": "spunge",
+    "bench": "bench",
+    "judge": "judge",
 }
 
 
@@ -63,11 +70,22 @@ def main(argv: list[str] | None = None) -> int:
     except ObliviateError as e:
         if args.verbose:
             raise
-        print(f"obliviate: error: {e}", file=sys.stderr)
+        print(f"obliviate: error: {_with_notes(str(e), e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("obliviate: interrupted (resume with --resume)", file=sys.stderr)
+    except OSError as e:
+        if args.verbose:
+            raise
+        where = f"'{e.filename}': " if getattr(e, "filename", None) else ""
+        print(f"obliviate: error: {_with_notes(where + (io_failure(e) or str(e)), e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        print(_with_notes("obliviate: interrupted (resume with --resume)", e), file=sys.stderr)
         return 130
+
+
+def _with_notes(message: str, e: BaseException) -> str:
+    """One line: the message and any notes added on the way out (``run_directory``)."""
+    return " ".join([message.strip(), *getattr(e, "__notes__", [])]).replace("\n", " ")
 
 
 if __name__ == "__main__":

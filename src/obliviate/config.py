@@ -48,6 +48,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except ConfigError as e:
                 errors.append(str(e))
+        real = [a for a in args if a is not type(None)]
+        if len(real) == 1 and len(errors) == 1:  # Optional[X]: X's own message, plus "or null"
+            raise ConfigError(errors[0] + " null (unset) is also accepted.") from None
         raise ConfigError(f"'{key}': {value!r} is not a valid {_type_name(tp)}.")
     if origin is Literal:
         choices = get_args(tp)
@@ -111,10 +114,20 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
     for k, v in data.items():
         key = f"{where}.{k}" if where else str(k)
         if k not in names:
+            if not names:
+                raise ConfigError(f"Unknown config key '{key}': '{where or cls.__name__}' has no options.")
             raise ConfigError(
                 f"Unknown config key '{key}'.{did_you_mean(k, names)} Valid keys: {', '.join(names)}."
             )
         kwargs[k] = _coerce(v, hints[k], key)
+    required = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
+                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if required:
+        keys = ", ".join(f"'{where}.{k}'" if where else f"'{k}'" for k in required)
+        docs = field_docs(cls)
+        hints_text = "; ".join(f"{k}: {docs[k]}" for k in required if docs.get(k))
+        raise ConfigError(f"Missing required config key{'s' if len(required) > 1 else ''} {keys}"
+                          f"{' (' + hints_text + ')' if hints_text else ''}.")
     try:
         return cls(**kwargs)
     except ConfigError as e:
@@ -147,6 +160,8 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"Config file '{p}' is not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Config file '{p}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8.") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -161,7 +176,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
         if "=" not in item:
             raise ConfigError(f"--set '{item}': expected key=value, e.g. --set train.lr=1e-5.")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"--set '{item}': the value is not valid YAML ({problem}). Quote a string that holds "
+                              f"YAML characters, e.g. --set '{key}=\"{raw}\"'.") from None
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:

@@ -93,7 +93,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> list[dict[str, Any]]:
         dirs.append(run_dir)
         opts = {**DEFAULT_OPTIONS.get(name.split(":")[-1], {}), **cfg.options.get(name, {})}
         model = _unlearn_one(name, model, tok, forget, kept, opts, cfg, run_dir, progress)
-        row = {"method": name, **evaluate_demo(model, tok, forget, kept, holdout, original, run_dir)}
+        row = {"method": name, **evaluate_demo(model, tok, forget, kept, holdout, original, run_dir, _encoding(opts))}
         row["time_s"] = round(time.time() - t, 1)
         rows.append(row)
         print(format_table([rows[0], row]).splitlines()[-1])
@@ -105,6 +105,16 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> list[dict[str, Any]]:
                           title="obliviate demo: SmolLM2, planted fictitious facts")
     print(f"report: {report.html.resolve()} (Markdown: {report.markdown.resolve()})")
     return rows
+
+
+def _encoding(options: dict[str, Any]):
+    """The ``EncodeConfig`` a method's options train with (``template``, ``system_prompt``, ``max_length``)."""
+    import dataclasses
+
+    from .data.encode import EncodeConfig
+
+    names = {f.name for f in dataclasses.fields(EncodeConfig)}
+    return EncodeConfig(**{k: v for k, v in options.items() if k in names})
 
 
 def _unlearn_one(name, model, tok, forget, kept, opts, cfg: DemoConfig, run_dir: Path, progress: bool):

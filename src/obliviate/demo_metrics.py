@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .config import to_dict
+from .data.encode import EncodeConfig
 from .eval.general import perplexity
 from .eval.metrics import answer_prob as prob_from_sums, rouge_l_recall
 from .eval.mia import auc, loss_score
@@ -37,8 +39,12 @@ def _probs(stats) -> np.ndarray:
     return prob_from_sums([float(s["logprobs"].sum()) for s in stats], [len(s["logprobs"]) for s in stats])
 
 
-def evaluate_demo(model, tok, forget, kept, holdout, original, run_dir: Path | None) -> dict[str, Any]:
-    ev = Evaluator(model, tok, batch_size=16)
+def evaluate_demo(model, tok, forget, kept, holdout, original, run_dir: Path | None,
+                  encode: EncodeConfig | None = None) -> dict[str, Any]:
+    """The demo metrics of ``model``, its prompts encoded with ``encode`` (the encoding it was
+    unlearned with; default: ``EncodeConfig()``, which planting used)."""
+    encode = encode or EncodeConfig()
+    ev = Evaluator(model, tok, encode=encode, batch_size=16)
     f_stats, h_stats = ev.score_records(forget), ev.score_records(holdout)
     general = ev.score_records([{"text": t} for t in GENERAL_TEXT])
     values = {
@@ -53,5 +59,6 @@ def evaluate_demo(model, tok, forget, kept, holdout, original, run_dir: Path | N
     }
     if run_dir is not None:
         summary = {k: MetricResult(k, v, DIRECTION[k], "obliviate demo metric") for k, v in values.items()}
-        SuiteResult(suite="demo", model=str(run_dir), summary=summary, items={}, meta={}).save(Path(run_dir))
+        SuiteResult(suite="demo", model=str(run_dir), summary=summary, items={},
+                    meta={"encoding": to_dict(encode)}).save(Path(run_dir))
     return values

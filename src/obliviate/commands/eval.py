@@ -11,7 +11,14 @@ EPILOG = """examples:
       --retain-result runs/retain --out runs/npo            # adds forget quality
   obliviate eval --model smollm2-135m --suite mcq --mmlu-dir ../shared/data/mmlu --mmlu-subjects anatomy --out runs/base
   obliviate eval --model M --suite ppl --wikitext ../shared/data/wikitext2 --reference-model smollm2-135m --out R
-  obliviate eval --model M --suite tofu --suite mia --data-dir ../shared/data/tofu --max-items 10 --out R --force"""
+  obliviate eval --model M --suite tofu --suite mia --data-dir ../shared/data/tofu --max-items 10 --out R --force
+  obliviate eval --model M --suite tofu --data-dir ../shared/data/tofu --preset open-unlearning --out R
+      # open-unlearning's published settings: chat template, system prompt "You are a helpful assistant.",
+      # up to 200 new tokens per answer (override any of them: --system-prompt "", --gen-max-new-tokens 64)
+
+prompt encoding: --template/--system-prompt/--max-length, else the --preset's, else the training run's
+data: section (found from --model RUN/model or --out RUN), else the defaults; recorded in each
+OUT/eval/<suite>.json under meta.encoding."""
 
 _ALIASES = {"tofu_dir": ["--data-dir"]}
 
@@ -52,6 +59,10 @@ def run(args) -> int:
     results = evaluate(model, tok, suites=args.suite, run_dir=args.out, config=cfg, force=args.force, model_name=args.model)
     for name, res in results.items():
         print(f"[{name}] -> {args.out}/eval/{name}.json")
+        enc = res.meta.get("encoding")
+        if enc:
+            print(f"  encoding: template={enc['template']!r} system_prompt={enc['system_prompt']!r} "
+                  f"max_length={enc['max_length']} preset={enc['preset']} (run config: {enc['train_encoding_from']})")
         for metric, m in list(res.summary.items())[:20]:
             arrow = "^" if m.higher_is_better else "v"
             print(f"  {metric:32s} {m.value:10.4f} {arrow}")

@@ -35,5 +35,10 @@ def run(args) -> int:
     rep = build_report([Path(d) for d in args.run_dirs], Path(args.output), title=args.title,
                        forget_metric=args.forget_metric, utility_metric=args.utility_metric,
                        markdown=Path(args.markdown) if args.markdown else None)
-    print(f"report: {rep.html.resolve()} ({len(rep.runs)} runs, {len(rep.rows)} metrics); summary: {rep.markdown}")
+    import sys
+
+    for path, why in rep.skipped:
+        print(f"obliviate: skipped '{path}': {why}", file=sys.stderr)
+    print(f"report: {rep.html.resolve()} ({len(rep.runs)} runs, {len(rep.rows)} metrics"
+          f"{f', {len(rep.skipped)} directories skipped' if rep.skipped else ''}); summary: {rep.markdown}")
     return 0

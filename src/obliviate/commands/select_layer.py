@@ -12,13 +12,15 @@ EXAMPLES = """examples:
 def register(sub, name: str) -> None:
     p = sub.add_parser(name, help="choose the layer to unlearn at by mutual information (FALCON)",
                        description="Estimate I(forget; retain) of each decoder block's last-token hidden state "
-                                   "(PCA 95%% + Gaussian KDE) and report the block with the lowest value.",
+                                   "with FALCON's reference estimator (PCA 95%% + Gaussian KDE) and with KSG on whitened principal "
+                                   "components (comparable across layers), and report each one's lowest block.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model directory, hub id or alias (see `obliviate models`)")
     p.add_argument("--forget", required=True, help="forget records (JSONL/JSON/CSV/parquet, QA or text)")
     p.add_argument("--retain", required=True, help="retain records")
     p.add_argument("--samples", type=int, default=30, help="examples of each set to use (default 30, as FALCON)")
     p.add_argument("--pca-variance", type=float, default=0.95, help="PCA variance kept before the KDE (default 0.95)")
+    p.add_argument("--components", type=int, default=4, help="principal components per set for the KSG estimator (default 4)")
     p.add_argument("--layers", default=None, help="comma-separated candidate blocks (default: all)")
     p.add_argument("--out", default="mi_layers.png", help="where to save the plot (default mi_layers.png)")
     p.add_argument("--dtype", default="float32", help="model dtype (default float32)")
@@ -44,11 +46,24 @@ def run(args) -> int:
     forget = encode_records(tok, load_records(args.forget)[: args.samples])
     retain = encode_records(tok, load_records(args.retain)[: args.samples])
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    sel = select_layer(model, forget, retain, pad, args.samples, layers, args.pca_variance)
-    print(f"{'layer':>5}  {'I(F;R)':>10}  {'H(F)':>10}  {'H(R)':>10}  {'H(F,R)':>10}")
-    for l, e in zip(sel.layers, sel.estimates):
-        mark = "  <- lowest" if l == sel.layer else ""
-        print(f"{l:>5}  {e.mi:>10.4f}  {e.h_forget:>10.4f}  {e.h_retain:>10.4f}  {e.h_joint:>10.4f}{mark}")
-    path = plot_selection(sel, args.out, title=f"I(F; R) per layer: {args.model}")
-    print(f"selected layer: {sel.layer} (use: falcon.layer={sel.layer}); plot saved to {path}")
+    if args.components < 1:
+        raise ConfigError(f"--components must be at least 1, got {args.components}.")
+    from ..analysis.mi import last_token_states, select_from_states
+
+    from ..methods.representation import check_layer, num_layers
+
+    layers = layers if layers is not None else list(range(num_layers(model)))
+    for layer in layers:
+        check_layer(model, layer, "--layers")
+    fs = last_token_states(model, forget, pad, layers)
+    rs = last_token_states(model, retain, pad, layers)
+    sel = select_from_states(fs, rs, layers, args.pca_variance)
+    ksg = select_from_states(fs, rs, layers, estimator="ksg", components=args.components)
+    print(f"{'layer':>5}  {'I(F;R) ref':>10}  {'H(F)':>10}  {'H(R)':>10}  {'H(F,R)':>10}  {'I(F;R) ksg':>10}")
+    for l, e, k in zip(sel.layers, sel.estimates, ksg.estimates):
+        mark = ("  <- lowest (reference)" if l == sel.layer else "") + ("  <- lowest (ksg)" if l == ksg.layer else "")
+        print(f"{l:>5}  {e.mi:>10.4f}  {e.h_forget:>10.4f}  {e.h_retain:>10.4f}  {e.h_joint:>10.4f}  {k.mi:>10.4f}{mark}")
+    path = plot_selection(sel, args.out, title=f"I(F; R) per layer: {args.model}", other=ksg)
+    print(f"selected layer: {sel.layer} by the reference estimator (falcon.layer={sel.layer}), {ksg.layer} by KSG "
+          f"(falcon.mi_estimator=ksg); plot saved to {path}")
     return 0

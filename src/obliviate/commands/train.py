@@ -24,8 +24,11 @@ def register(sub, name: str) -> None:
     p.add_argument("--config", required=True, help="run YAML (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-5")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--overwrite", action="store_true", help="allow a non-empty output_dir (its contents are replaced)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow a non-empty output_dir: its contents are replaced once the new run has finished (kept if it fails)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: continue although method, data or train settings differ from the checkpoint's")
     p.add_argument("--merge-adapter", action=argparse.BooleanOptionalAction, default=True,
                    help="with train.lora: save model/ merged into the base (default) or, with --no-merge-adapter, the adapter alone")
     p.set_defaults(func=lambda a: run(a, name))
@@ -37,7 +40,13 @@ def run(args, name: str) -> int:
     from ..models import load_model
     from ..runconfig import parse_run_config
 
-    raw = apply_overrides(load_yaml(args.config), args.set)
+    from ..errors import ConfigError
+
+    loaded = load_yaml(args.config)
+    if not loaded:
+        raise ConfigError(f"Config file '{args.config}' is empty; it needs at least model, forget and output_dir "
+                          f"(see configs/ for examples).")
+    raw = apply_overrides(loaded, args.set)
     if name == "finetune":
         raw["method"] = {"name": "sft"}
     cfg = parse_run_config(raw)
@@ -55,18 +64,19 @@ def run(args, name: str) -> int:
     options["trainable"] = tuple(options["trainable"])
     if name == "finetune":
         result = finetune(model, tok, forget, run_dir=cfg.output_dir, overwrite=args.overwrite, resume=args.resume,
-                          merge_adapter=args.merge_adapter, **options)
+                          merge_adapter=args.merge_adapter, allow_config_change=args.allow_config_change, **options)
     else:
         retain = cfg.retain.load() if cfg.retain else None
         result = unlearn(model, tok, forget, retain, method=method_name, run_dir=cfg.output_dir,
-                         overwrite=args.overwrite, resume=args.resume, merge_adapter=args.merge_adapter, **options)
+                         overwrite=args.overwrite, resume=args.resume, merge_adapter=args.merge_adapter,
+                         allow_config_change=args.allow_config_change, **options)
     from ..io import is_main_process, write_text
 
     if not is_main_process():  # rank 0 of a multi-process launch writes and evaluates
         return 0
     write_text(f"{cfg.output_dir}/config.yaml", dump_yaml(cfg))
-    last = result.log[-1] if result.log else {}
-    print(f"done: {result.steps} steps, final loss {last.get('loss', float('nan')):.4f}; model saved to {cfg.output_dir}/model")
+    loss = f", final loss {result.log[-1]['loss']:.4f}" if result.log and "loss" in result.log[-1] else ""
+    print(f"done: {result.steps} steps{loss}; model saved to {cfg.output_dir}/model")
     if cfg.eval.suites:
         evaluate_run(result.model, tok, cfg.output_dir, cfg.eval, model_name=f"{cfg.output_dir}/model")
     return 0

@@ -6,20 +6,23 @@ generation prompt) when the tokenizer has one, else the plain template
 and EOS is appended. Labels are -100 on the prompt, so losses cover answer tokens only.
 Text records train on every token (BOS excluded from the loss, as no token predicts it).
 
-``collate`` right-pads for training (labels -100 and attention 0 on padding);
+``with_alternates`` adds a second answer to the same prompt (IdkDPO/IdkNLL's refusal) to each
+encoded example. ``collate`` right-pads for training (labels -100 and attention 0 on padding);
 ``collate(..., side="left")`` left-pads prompts for generation.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
 from ..errors import ConfigError
 from .records import infer_kind
 
+logger = logging.getLogger(__name__)
 IGNORE = -100
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
 
@@ -65,30 +68,68 @@ def answer_ids(tokenizer, answer: str, cfg: EncodeConfig) -> list[int]:
 
 
 def encode_qa(tokenizer, question: str, answer: str, cfg: EncodeConfig) -> dict[str, list[int]]:
-    p, a = prompt_ids(tokenizer, question, cfg), answer_ids(tokenizer, answer, cfg)
-    if len(p) + len(a) > cfg.max_length:
-        a = a[: max(1, cfg.max_length - len(p))]
-        if len(p) + len(a) > cfg.max_length:
-            p = p[len(p) + len(a) - cfg.max_length:]
+    return _join(prompt_ids(tokenizer, question, cfg), answer_ids(tokenizer, answer, cfg), cfg.max_length)
+
+
+def _join(p: list[int], a: list[int], max_length: int) -> dict[str, list[int]]:
+    """Prompt + answer, labels -100 on the prompt; too long: the answer is cut first, then the prompt from the left."""
+    if len(p) + len(a) > max_length:
+        a = a[: max(1, max_length - len(p))]
+        if len(p) + len(a) > max_length:
+            p = p[len(p) + len(a) - max_length:]
     return {"input_ids": p + a, "labels": [IGNORE] * len(p) + a}
 
 
+def with_alternates(tokenizer, examples: list[dict[str, Any]], answer_for: Callable[[int], str],
+                    cfg: EncodeConfig | None = None) -> list[dict[str, Any]]:
+    """Copies of encoded ``examples``, each with ``"alternate"``: the same prompt followed by the answer
+    ``answer_for(example["index"])`` (e.g. a refusal for IdkDPO/IdkNLL), encoded as ``encode_qa`` would.
+
+    The prompt is the example's leading label -100 tokens (for a text record: its BOS, if any), so
+    the two sequences share the exact prompt tokens, truncation included."""
+    cfg = cfg or EncodeConfig()
+    out = []
+    for ex in examples:
+        n = next((i for i, lab in enumerate(ex["labels"]) if lab != IGNORE), len(ex["labels"]))
+        alt = _join(list(ex["input_ids"][:n]), answer_ids(tokenizer, answer_for(int(ex["index"])), cfg), cfg.max_length)
+        out.append({**ex, "alternate": {**alt, "index": ex["index"]}})
+    return out
+
+
 def encode_text(tokenizer, text: str, cfg: EncodeConfig) -> dict[str, list[int]]:
-    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])[: cfg.max_length]
+    return _text(tokenizer, list(tokenizer(text, add_special_tokens=True)["input_ids"]), cfg.max_length)
+
+
+def _text(tokenizer, ids: list[int], max_length: int) -> dict[str, list[int]]:
+    ids = ids[:max_length]
     labels = list(ids)
     if ids and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id:
         labels[0] = IGNORE
     return {"input_ids": ids, "labels": labels}
 
 
-def encode_records(tokenizer, records: list[dict[str, Any]], cfg: EncodeConfig | None = None) -> list[dict[str, Any]]:
-    """Encode every record; each example keeps its record index as ``index``."""
+def encode_records(tokenizer, records: list[dict[str, Any]], cfg: EncodeConfig | None = None,
+                   where: str = "records") -> list[dict[str, Any]]:
+    """Encode every record; each example keeps its record index as ``index``. Records longer than
+    ``cfg.max_length`` tokens are truncated, with one warning (naming ``where``) giving their count."""
     cfg = cfg or EncodeConfig()
-    out = []
+    out, cut = [], []
     for i, r in enumerate(records):
-        ex = encode_qa(tokenizer, r["question"], r["answer"], cfg) if infer_kind(r) == "qa" else encode_text(tokenizer, r["text"], cfg)
+        if infer_kind(r) == "qa":
+            p, a = prompt_ids(tokenizer, r["question"], cfg), answer_ids(tokenizer, r["answer"], cfg)
+            n, ex = len(p) + len(a), _join(p, a, cfg.max_length)
+        else:
+            ids = list(tokenizer(r["text"], add_special_tokens=True)["input_ids"])
+            n, ex = len(ids), _text(tokenizer, ids, cfg.max_length)
+        if n > cfg.max_length:
+            cut.append(n)
         ex["index"] = i
         out.append(ex)
+    if cut:
+        logger.warning("%s: %d of %d records are longer than data.max_length=%d tokens (the longest has %d) and were "
+                       "truncated: the answer is cut first, then the question from the left. To keep them whole, raise "
+                       "it, e.g. --set data.max_length=%d (Python: max_length=%d).", where, len(cut), len(records),
+                       cfg.max_length, max(cut), max(cut), max(cut))
     return out
 
 

@@ -25,10 +25,30 @@ REQUIRED: dict[str, tuple[str, ...]] = {"qa": ("question", "answer"), "text": ("
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:
+    try:
+        return _parse_file(path)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); re-save the file as UTF-8.") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e}).") from None
+
+
+def _text(path: Path) -> str:
+    """The file's text; a UTF-8 error names the line it is on."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}: line {line} is not UTF-8 text (byte {e.start}: {e.reason}); re-save the file "
+                        f"as UTF-8.") from None
+
+
+def _parse_file(path: Path) -> list[dict[str, Any]]:
     suffix = "".join(path.suffixes[-1:]).lower()
     if suffix == ".jsonl":
         rows = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for i, line in enumerate(_text(path).splitlines(), 1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -36,15 +56,22 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
                     raise DataError(f"{path}: line {i} is not valid JSON ({e.msg}).") from None
         return rows
     if suffix == ".json":
-        text = path.read_text(encoding="utf-8")
+        text = _text(path)
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as whole:
+            if text.lstrip().startswith("["):  # a JSON array: its own error, with the position
+                raise DataError(f"{path}: not valid JSON: {whole.msg} at line {whole.lineno}, column {whole.colno}.") from None
             # TOFU's files are JSON lines named .json: accept that layout too.
-            try:
-                return [json.loads(line) for line in text.splitlines() if line.strip()]
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: neither JSON nor JSON lines ({e.msg}).") from None
+            rows = []
+            for i, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{path}: neither JSON ({whole.msg} at line {whole.lineno}, column "
+                                        f"{whole.colno}) nor JSON lines (line {i}: {e.msg}, column {e.colno}).") from None
+            return rows
         if isinstance(data, dict):
             for key in ("data", "records", "train"):
                 if isinstance(data.get(key), list):
@@ -56,12 +83,19 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
     if suffix in (".csv", ".tsv"):
         import pandas as pd
 
-        df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
+        # every column as text: answers like "1945" stay strings, and empty cells stay "" (not NaN)
+        try:
+            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False, dtype=str)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise DataError(f"{path}: not a valid {suffix[1:].upper()} file ({str(e).strip()}).") from None
         return df.to_dict(orient="records")
     if suffix == ".parquet":
         import pandas as pd
 
-        return pd.read_parquet(path).to_dict(orient="records")
+        try:
+            return pd.read_parquet(path).to_dict(orient="records")
+        except (ValueError, ImportError) as e:  # pyarrow raises ArrowInvalid (a ValueError) for a corrupt file
+            raise DataError(f"{path}: not a readable Parquet file ({str(e).strip().splitlines()[0]}).") from None
     raise DataError(f"{path}: unsupported file type '{suffix}'. Use .json, .jsonl, .csv, .tsv or .parquet.")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,13 +29,13 @@ class TrainConfig:
     mixed_precision: Literal["no", "bf16", "fp16"] = field(default="no", metadata={"help": "Autocast precision where the device supports it."})
     seed: int = field(default=0, metadata={"help": "Seed for data order, initialisation of method state and dropout."})
     log_every: int = field(default=1, metadata={"help": "Write a train_log.jsonl line every N steps."})
-    checkpoint_every: int | None = field(default=None, metadata={"help": "Save a resumable checkpoint every N steps (None: only at the end)."})
+    checkpoint_every: int | None = field(default=None, metadata={"help": "Save a resumable checkpoint every N steps, written once the next step proved its state good (None: no periodic ones). A weights-only final checkpoint always guards the model save and is removed once model/ is written."})
     keep_checkpoints: int = field(default=2, metadata={"help": "How many periodic checkpoints to keep."})
     tensorboard: bool = field(default=False, metadata={"help": "Also log to TensorBoard under run_dir/tb (needs tensorboard)."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
     compile: bool = field(default=False, metadata={"help": "torch.compile each decoder block in place (regional compilation; the first steps pay the compilation). Meant for GPUs (not yet measured there); no gain measured on 2 CPU cores (benchmarks/step_cost.py rows '... compile')."})
     reference_offload: bool = field(default=False, metadata={"help": "Keep the frozen reference/teacher copy in CPU memory and stream it to the device one module at a time for its forwards (with the per-run caches these run about once per example); for models where a second copy does not fit."})
-    trainable: tuple[str, ...] = field(default=(), metadata={"help": "Regexes of trainable parameter names, overriding the method's choice (empty: method default)."})
+    trainable: tuple[str, ...] = field(default=(), metadata={"help": "Regexes of trainable parameter names, overriding the method's choice (empty: method default). Not with lora (use lora.target_modules)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar with the live losses."})
     lora: LoraSettings | None = field(default=None, metadata={"help": "Train LoRA adapters instead of the full weights (r, alpha, dropout, target_modules); None: full weights."})
 
@@ -63,3 +64,12 @@ class TrainConfig:
             bad("adam_betas", f"must be two numbers in [0, 1), got {list(self.adam_betas)}")
         if self.weight_decay < 0:
             bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        for i, pattern in enumerate(self.trainable):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                bad(f"trainable[{i}]", f"{pattern!r} is not a valid regular expression ({e})")
+        if self.trainable and self.lora is not None:
+            bad("trainable", "cannot be combined with train.lora: with LoRA only the adapters train (choose the adapted "
+                "modules with train.lora.target_modules, or train extra modules fully with train.lora.modules_to_save); "
+                "remove one of the two")

@@ -15,6 +15,9 @@ sharded ones), and only process 0 writes; a sharded model is gathered into a pla
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 import re
@@ -25,13 +28,14 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..data.encode import collate
+from ..data.encode import EncodeConfig, collate, with_alternates
 from ..errors import ConfigError, TrainingDiverged
 from ..io import append_jsonl, read_jsonl
 from ..methods.base import Aux, Batch, Method, Reference, forward
 from ..methods.losses import sequence_logprob
 from ..methods.tokens import StepTokens, step_tokens
-from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (apply_checkpoint, check_resume_config, list_checkpoints, newest_checkpoint, rng_state,
+                         save_checkpoint)
 from .config import TrainConfig
 from .lora import apply_lora
 from .placement import place_frozen
@@ -71,7 +75,7 @@ def select_trainable(model: torch.nn.Module, patterns: Sequence[str]) -> int:
         for p in model.parameters():
             p.requires_grad_(True)
         return sum(p.numel() for p in model.parameters())
-    regs = [re.compile(p) for p in patterns]
+    regs = [_regex(p) for p in patterns]
     n = 0
     for name, p in model.named_parameters():
         on = any(r.search(name) for r in regs)
@@ -81,6 +85,47 @@ def select_trainable(model: torch.nn.Module, patterns: Sequence[str]) -> int:
         raise ConfigError(f"No parameter name matches the trainable patterns {list(patterns)}; "
                           f"names look like '{next(iter(dict(model.named_parameters())))}'.")
     return n
+
+
+def _regex(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(f"Trainable pattern {pattern!r} is not a valid regular expression ({e}).") from None
+
+
+def check_retain(method: Method, retain) -> None:
+    """Refuse a method that declared retain data when none was given (with the method's own hint)."""
+    if method.needs.retain and not retain:
+        raise ConfigError(f"Method '{method.name}' needs retain data (the data whose behaviour to keep); pass retain "
+                          f"records (in a run config: a 'retain:' section).{getattr(method, 'retain_hint', '')}")
+
+
+#: TrainConfig fields a resume may change: they do not change the result.
+RESUME_FREE = frozenset({"progress", "tensorboard", "keep_checkpoints", "checkpoint_every", "log_every",
+                         "gradient_checkpointing", "compile", "reference_offload"})
+
+
+def run_settings(method: Method, cfg: TrainConfig, forget, retain) -> dict[str, Any]:
+    """What a resume must keep, as dotted keys: the method and its options, the train settings that
+    change the result, and a digest of the encoded forget/retain examples (data, template, length)."""
+    from ..config import to_dict
+
+    out: dict[str, Any] = {"method": method.name}
+    mcfg = getattr(method, "config", None)
+    if dataclasses.is_dataclass(mcfg):
+        out.update({f"{method.name}.{k}": v for k, v in to_dict(mcfg).items()})
+    out.update({f"train.{k}": v for k, v in to_dict(cfg).items() if k not in RESUME_FREE})
+    out["data.forget"] = _digest(forget)
+    out["data.retain"] = _digest(retain) if retain else None
+    return json.loads(json.dumps(out, default=str))
+
+
+def _digest(examples) -> str:
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps(ex, sort_keys=True, default=str).encode())
+    return f"{len(examples)} examples, sha256 {h.hexdigest()[:16]}"
 
 
 def total_steps(cfg: TrainConfig, n_forget: int, world: int) -> int:
@@ -172,12 +217,23 @@ def train(
     reference_model: torch.nn.Module | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    allow_config_change: bool = False,
+    encode: EncodeConfig | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with ``method`` on encoded ``forget`` (and ``retain``) examples.
 
     ``forget``/``retain`` are lists of encoded examples (``obliviate.data.encode_records``).
     With ``run_dir``, writes ``train_log.jsonl`` and ``checkpoints/``; ``resume=True`` continues
-    from the newest complete checkpoint there.
+    from the newest checkpoint there that reads completely (a corrupt newer one is skipped with a
+    warning), refusing one recorded with other settings unless ``allow_config_change``. ``encode``:
+    how ``forget`` was encoded, used to encode the alternate answers a method declares
+    (``Needs.alternate``; default ``EncodeConfig()``).
+
+    Checkpoints hold only verified states: the state after step k is written during step k+1, once
+    its weights, loss and gradients proved finite (before the optimizer changes it). So on
+    divergence the newest checkpoint is the last good state. A final checkpoint (weights only) is
+    written after the last step, so the trained state is on disk before the model is saved (the
+    API removes it once ``model/`` is complete).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -186,11 +242,17 @@ def train(
     needs = method.needs
     if not forget:
         raise ConfigError("The forget (training) set is empty.")
-    if needs.retain and not retain:
-        raise ConfigError(f"Method '{method.name}' needs retain data; pass retain records (or set its alpha to 0).")
+    check_retain(method, retain)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    ckpt_root = run_dir / "checkpoints" if run_dir else None
+    settings = run_settings(method, cfg, forget, retain)
+    resumed = newest_checkpoint(ckpt_root) if resume else None  # read and checked before any work
+    if resumed is not None:
+        check_resume_config(resumed, settings, allow_config_change)
+    elif resume and _is_main():
+        logger.warning("--resume: no checkpoint found in %s; starting from step 0.", ckpt_root)
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not _has_accelerator())
     set_seed(cfg.seed)
-    run_dir = Path(run_dir) if run_dir is not None else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     presharded = is_fsdp(model)  # fully_shard applied by the caller (torchrun); accelerate's FSDP shards in prepare
@@ -219,7 +281,11 @@ def train(
         logger.warning("FSDP shards the trained model, but the frozen reference of '%s' is a whole copy on every "
                      "device; if memory is tight, set train.reference_offload: true (kept in host memory).", method.name)
     reference = build_reference(model, method, reference_model, acc.device, cfg.reference_offload)
+    if needs.alternate:  # a second answer per forget prompt (IdkDPO/IdkNLL's refusal), carried by each example
+        forget = with_alternates(tokenizer, forget, method.alternate_answer, encode)
     ref_lp = reference_logprobs(reference, model, forget, pad_id, acc.device) if needs.reference_forget_logprob else None
+    ref_alt = (reference_logprobs(reference, model, [f["alternate"] for f in forget], pad_id, acc.device)
+               if needs.reference_forget_logprob and needs.alternate else None)
     if cfg.compile:  # after the reference copy: the reference runs about once per example (caches)
         compile_blocks(model)
 
@@ -242,17 +308,23 @@ def train(
     sharded = any(is_sharded(p) for p in params)
 
     start = 0
-    ckpt_root = run_dir / "checkpoints" if run_dir else None
     log_path = run_dir / "train_log.jsonl" if run_dir else None
-    if resume:
-        found = list_checkpoints(ckpt_root) if ckpt_root else []
-        if found:
-            start = load_checkpoint(found[-1], acc.unwrap_model(model), optimizer, scheduler, sharded)
-            if acc.is_main_process and log_path and log_path.exists():
-                kept = [r for r in read_jsonl(log_path) if r.get("step", 0) <= start]
-                log_path.write_text("".join(__import__("json").dumps(r) + "\n" for r in kept))
+    if resumed is not None:
+        start = apply_checkpoint(resumed, acc.unwrap_model(model), optimizer, scheduler, sharded)
+        if resumed.optimizer is None and start < steps and acc.is_main_process:
+            logger.warning("Checkpoint %s holds weights only (a final checkpoint); the optimizer state starts afresh.",
+                           resumed.path)
+        if "method_state" in resumed.meta:  # e.g. PDU's dual variable
+            method.load_state_dict(resumed.meta["method_state"])
+        resumed = None  # free the loaded tensors
+        if acc.is_main_process and log_path and log_path.exists():
+            kept = [r for r in read_jsonl(log_path) if r.get("step", 0) <= start]
+            log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
     elif acc.is_main_process and log_path and log_path.exists():
-        log_path.unlink()
+        log_path.unlink()  # a fresh start (or --resume without a checkpoint): no duplicated steps
+    meta = {"config": settings}
+    # (step, RNG state, method state) of a checkpoint not yet verified
+    pending: tuple[int, dict[str, Any], dict[str, Any]] | None = None
 
     fs = Stream(len(forget), cfg.batch_size, cfg.seed, acc.num_processes, acc.process_index)
     rs = Stream(len(retain), cfg.retain_batch_size or cfg.batch_size, cfg.seed + 1_000_003, acc.num_processes,
@@ -267,12 +339,13 @@ def train(
     for step in range(start, steps):
         sums: dict[str, float] = {}
         obj_grads: dict[str, list[torch.Tensor]] = {}
-        micro = [_batch(forget, fs, retain, rs, step * cfg.grad_accum + m, pad_id, acc.device)
+        micro = [_batch(forget, fs, retain, rs, step * cfg.grad_accum + m, pad_id, acc.device, needs.alternate)
                  for m in range(cfg.grad_accum)]
         totals = _step_token_totals(micro, acc)
         for m, batch in enumerate(micro):
             aux = Aux(step=step, reference=reference,
-                      ref_forget_logprob=ref_lp[batch.forget["index"].cpu()] if ref_lp is not None else None)
+                      ref_forget_logprob=ref_lp[batch.forget["index"].cpu()] if ref_lp is not None else None,
+                      ref_alternate_logprob=ref_alt[batch.forget["index"].cpu()] if ref_alt is not None else None)
             last = m == cfg.grad_accum - 1
             if combiner is None:  # DDP synchronises on the last micro-step's backward
                 sync = _null() if last else acc.no_sync(model)
@@ -280,7 +353,7 @@ def train(
                 # DDP's forward); FSDP2 reduce-scatters every objective's backward itself
                 sync = _null() if sharded else acc.no_sync(model)
             # token means over the whole step: W processes x A micro-steps take the 1 x 1 step
-            tokens = StepTokens.for_micro_batch({"forget": batch.forget, "retain": batch.retain}, totals,
+            tokens = StepTokens.for_micro_batch(_parts(batch), totals,
                                                 acc.num_processes, cfg.grad_accum)
             with sync, step_tokens(tokens):
                 out = method.loss(model, batch, aux)
@@ -299,6 +372,12 @@ def train(
         grad_norm = _clip(acc, params, cfg.max_grad_norm, sharded)
         if not math.isfinite(grad_norm):
             _diverged(f"gradient norm is {grad_norm}", step, run_dir, model, optimizer, scheduler, cfg, acc, sharded)
+        if pending is not None:  # the state after step `pending` gave a finite loss and gradients: keep it
+            if not _all_finite(params, acc):
+                _diverged("the weights hold NaN/inf", step, run_dir, model, optimizer, scheduler, cfg, acc, sharded)
+            _save(ckpt_root, pending[0], model, optimizer, scheduler, cfg, acc, sharded, rng=pending[1],
+                  meta={**meta, **pending[2]})
+            pending = None
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -306,6 +385,8 @@ def train(
         record = {"step": done, **sums, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                   "elapsed_s": round(time.time() - t0, 3)}
         log.append(record)
+        if hasattr(method, "on_step_end"):  # e.g. PDU's dual update, from the step's process-averaged values
+            method.on_step_end(done, sums)
         if acc.is_main_process:
             if log_path and (done % cfg.log_every == 0 or done == steps):
                 log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -316,9 +397,15 @@ def train(
             bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in sums.items()})
         if ckpt_root and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps:
-            _save(ckpt_root, done, model, optimizer, scheduler, cfg, acc, sharded)
+            pending = (done, rng_state(), _method_state(method))  # written during the next step, once verified
         for cb in callbacks:
             cb(done, record)
+    if ckpt_root and steps > start:  # the trained state, on disk before model/ is written
+        if not _all_finite(params, acc):
+            _diverged("the weights after the last step hold NaN/inf", steps - 1, run_dir, model, optimizer, scheduler,
+                      cfg, acc, sharded)
+        _save(ckpt_root, steps, model, optimizer, scheduler, cfg, acc, sharded, meta={**meta, **_method_state(method)},
+              with_optimizer=False)
     bar.close()
     if writer:
         writer.close()
@@ -340,16 +427,28 @@ def _trainable_snapshot(model: torch.nn.Module, sharded: bool) -> dict[str, torc
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _batch(forget, fs: Stream, retain, rs: Stream | None, j: int, pad_id: int, device) -> Batch:
-    f = collate([forget[i] for i in fs.indices(j)], pad_id)
+def _batch(forget, fs: Stream, retain, rs: Stream | None, j: int, pad_id: int, device, alternate: bool = False) -> Batch:
+    chosen = [forget[i] for i in fs.indices(j)]
+    f = collate(chosen, pad_id)
     r = collate([retain[i] for i in rs.indices(j)], pad_id) if rs is not None else None
-    to = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
-    return Batch(forget=to(f), retain=to(r) if r is not None else None)
+    a = collate([e["alternate"] for e in chosen], pad_id) if alternate else None
+    to = lambda b: {k: v.to(device) for k, v in b.items()} if b is not None else None  # noqa: E731
+    return Batch(forget=to(f), retain=to(r), alternate=to(a))
+
+
+def _parts(b: Batch) -> dict[str, dict[str, torch.Tensor] | None]:
+    """The batch parts whose token counts ``methods.tokens`` keeps per step."""
+    return {"forget": b.forget, "retain": b.retain, "alternate": b.alternate}
+
+
+def _method_state(method: Method) -> dict[str, Any]:
+    """The method's own state for a checkpoint's ``state.json`` (e.g. PDU's dual variable), if it has any."""
+    return {"method_state": method.state_dict()} if hasattr(method, "state_dict") else {}
 
 
 def _step_token_totals(micro: list[Batch], acc) -> torch.Tensor:
     """Answer and real token counts per batch part over the step's micro-batches on every process."""
-    totals = StepTokens.totals([{"forget": b.forget, "retain": b.retain} for b in micro])
+    totals = StepTokens.totals([_parts(b) for b in micro])
     if acc.num_processes > 1:
         torch.distributed.all_reduce(totals)
     return totals.cpu()
@@ -457,28 +556,52 @@ def _check_finite(loss, step, run_dir, model, optimizer, scheduler, cfg, acc, na
         _diverged(f"the {name} loss is {loss.item()}", step, run_dir, model, optimizer, scheduler, cfg, acc, sharded)
 
 
+def _all_finite(params, acc) -> bool:
+    """Every (local shard of every) trainable parameter is finite, on every process."""
+    ok = all(bool(torch.isfinite(p.detach().to_local() if is_sharded(p) else p.detach()).all()) for p in params)
+    if acc.num_processes > 1:
+        flag = torch.tensor([float(ok)], device=acc.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        ok = bool(flag.item())
+    return ok
+
+
 def _diverged(what: str, step: int, run_dir, model, optimizer, scheduler, cfg, acc, sharded: bool = False) -> None:
-    """Stop with a clear message; the weights are still those after ``step`` good steps, so keep them."""
-    where = ""
-    if run_dir is not None and step > 0:
-        path = _save(run_dir / "checkpoints", step, model, optimizer, scheduler, cfg, acc, sharded)
-        where = f" The last good state (after {step} steps) is saved in {path}."
-    raise TrainingDiverged(
-        f"Training stopped at step {step + 1}: {what}.{where} Lower train.lr, keep train.max_grad_norm set, "
-        f"or use fewer steps, then rerun (with --resume to continue from the checkpoint)."
-    )
+    """Stop with a clear message naming the last good state. Nothing is saved here: the state in
+    memory is the one that failed (a NaN loss means the weights after ``step`` steps are already
+    bad), while every checkpoint on disk was verified before it was written."""
+    found = [p for p in list_checkpoints(run_dir / "checkpoints")] if run_dir is not None else []
+    found = [p for p in found if int(p.name.split("-")[1]) <= step]
+    if found:
+        n = int(found[-1].name.split("-")[1])
+        where = (f" The last good state is checkpoint {found[-1]} (after {n} steps: finite weights, and the next step's "
+                 f"loss and gradients were finite). Rerun with a lower train.lr, or continue from it with --resume "
+                 f"--allow-config-change --set train.lr=...")
+    else:
+        where = (" No checkpoint of a good state exists (set train.checkpoint_every to keep verified ones); the starting "
+                 "model is unchanged. Rerun with a lower train.lr")
+    raise TrainingDiverged(f"Training stopped at step {step + 1}: {what}.{where}; also keep train.max_grad_norm set, "
+                           f"or use fewer steps.")
 
 
-def _save(root: Path, step: int, model, optimizer, scheduler, cfg: TrainConfig, acc, sharded: bool = False) -> Path:
+def _save(root: Path, step: int, model, optimizer, scheduler, cfg: TrainConfig, acc, sharded: bool = False, *,
+          rng: dict[str, Any] | None = None, meta: dict[str, Any] | None = None, with_optimizer: bool = True) -> Path:
     path = root / f"step-{step}"
     unwrapped = acc.unwrap_model(model)
     # sharded: every process contributes its shards to whole tensors, which process 0 writes
-    whole = (full_model_state(unwrapped, trainable_only=True), full_optimizer_state(unwrapped, optimizer)) \
-        if sharded else (None, None)
+    whole = (full_model_state(unwrapped, trainable_only=True),
+             full_optimizer_state(unwrapped, optimizer) if with_optimizer else None) if sharded else (None, None)
     if acc.is_main_process:
-        save_checkpoint(root, step, unwrapped, optimizer, scheduler, cfg.keep_checkpoints, *whole)
+        save_checkpoint(root, step, unwrapped, optimizer, scheduler, cfg.keep_checkpoints, *whole, rng=rng, meta=meta,
+                        with_optimizer=with_optimizer)
     acc.wait_for_everyone()
     return path
+
+
+def _is_main() -> bool:
+    from ..io import is_main_process
+
+    return is_main_process()
 
 
 def _has_accelerator() -> bool:

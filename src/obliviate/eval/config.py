@@ -1,12 +1,21 @@
-"""``EvalConfig``: data paths and settings of every evaluation suite (frozen, validated)."""
+"""``EvalConfig``: data paths and settings of every evaluation suite (frozen, validated).
+
+The prompt encoding of an evaluation (``template``, ``system_prompt``, ``max_length``) is, per
+option: the value given, else the preset's (``preset``, see ``presets.py``), else the encoding the
+model was trained with (``run_encoding``: its run's ``config.yaml`` ``data:`` section), else
+``EncodeConfig``'s default. ``EvalConfig.encoding`` applies that rule.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
+from ..data.encode import EncodeConfig
 from ..errors import ConfigError, did_you_mean
 
-SUITES = ("tofu", "mia", "memorisation", "mcq", "ppl", "toxicity")
+SUITES = ("tofu", "mia", "memorisation", "mcq", "ppl", "toxicity", "muse", "gentox")
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
 
 
@@ -19,10 +28,16 @@ class EvalConfig:
     retain_result: str | None = field(default=None, metadata={"help": "Run dir (or eval/tofu.json) of the retain model's TOFU eval, for forget quality."})
     max_items: int | None = field(default=None, metadata={"help": "Use only the first N items of every split (quick runs)."})
     gen_max_length: int = field(default=200, metadata={"help": "TOFU generation: prompt + answer at most this many tokens (TOFU's max_length)."})
+    gen_max_new_tokens: int | None = field(default=None, metadata={"help": "TOFU generation: at most this many new tokens whatever the prompt length (open-unlearning: 200); unset: the gen_max_length cap."})
+    preset: str | None = field(default=None, metadata={"help": "Named settings of a published evaluation: open-unlearning or tofu (eval/presets.py); options given explicitly override it."})
+    template: str | None = field(default=None, metadata={"help": "Prompt template: auto, chat, plain or a string with {question} (unset: the preset's, else the run's data.template, else auto)."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message for chat templates; '' for none (unset: the preset's, else the run's data.system_prompt)."})
+    max_length: int | None = field(default=None, metadata={"help": "Scored sequences cut to this many tokens (unset: the preset's, else the run's data.max_length, else 256)."})
     batch_size: int = field(default=16, metadata={"help": "Items per forward / generate batch."})
     mia_forget: str | None = field(default=None, metadata={"help": "Member records for MIA (default: the TOFU forget split)."})
     mia_holdout: str | None = field(default=None, metadata={"help": "Non-member records for MIA (default: the TOFU holdout split)."})
     mia_k: float = field(default=0.4, metadata={"help": "Fraction k of lowest tokens for Min-K% and Min-K%++."})
+    mia_grad_norm: bool = field(default=True, metadata={"help": "Also run the gradient-norm attack (one backward per item: about 3x the other attacks' cost)."})
     reference_model: str | None = field(default=None, metadata={"help": "Model for the reference MIA and for fluency perplexity (e.g. the original model)."})
     retain_mia_result: str | None = field(default=None, metadata={"help": "Run dir (or eval/mia.json) of the retain model's MIA eval, for privleak."})
     memorisation_data: str | None = field(default=None, metadata={"help": "Records (text or QA) for memorisation (default: the TOFU forget split)."})
@@ -38,25 +53,70 @@ class EvalConfig:
     ppl_max_tokens: int | None = field(default=None, metadata={"help": "Score only the first N tokens of WikiText (quick runs)."})
     fluency_prompts: int = field(default=32, metadata={"help": "Number of fluency prompts (first 32 words of WikiText paragraphs)."})
     fluency_new_tokens: int = field(default=64, metadata={"help": "Greedy tokens generated per fluency prompt."})
-    toxigen: str | None = field(default=None, metadata={"help": "ToxiGen folder or annotated_train.csv."})
+    toxigen: str | None = field(default=None, metadata={"help": "ToxiGen folder (annotated_train.csv, prompts/) or annotated_train.csv; suites toxicity and gentox."})
     toxigen_per_group: int | None = field(default=None, metadata={"help": "At most N hate and N neutral statements per group."})
+    rtp: str | None = field(default=None, metadata={"help": "RealToxicityPrompts folder (rtp_<attribute>.txt) for suite gentox."})
+    gentox_per_group: int = field(default=20, metadata={"help": "gentox: the first N prompts of each ToxiGen group and each RealToxicityPrompts attribute."})
+    gentox_new_tokens: int = field(default=32, metadata={"help": "gentox: at most this many new tokens per continuation (cut at the first newline)."})
+    gentox_temperature: float = field(default=1.0, metadata={"help": "gentox: sampling temperature of the sampled continuations."})
+    gentox_top_p: float = field(default=0.9, metadata={"help": "gentox: nucleus (top-p) mass of the sampled continuations."})
+    gentox_seed: int = field(default=0, metadata={"help": "gentox: sampling seed (each prompt draws from a generator seeded by it and the prompt)."})
+    judge: str = field(default="tfidf", metadata={"help": "gentox: toxicity judge: 'tfidf' (trained on ToxiGen's annotations, cached) or a local HF sequence-classification directory."})
+    judge_data: str | None = field(default=None, metadata={"help": "gentox: annotated CSV the 'tfidf' judge is trained on (default: annotated_train.csv of 'toxigen')."})
+    judge_toxic_index: int | None = field(default=None, metadata={"help": "gentox: label index of 'toxic' for an HF judge (default: the id2label entry naming toxic/hate, else 1)."})
+    muse_dir: str | None = field(default=None, metadata={"help": "MUSE folder (hub layout: verbmem/forget-*.parquet, knowmem/..., privleak/...); None with suite muse: the hub."})
+    muse_corpus: str = field(default="news", metadata={"help": "MUSE corpus for the hub: news or books."})
+    muse_verbmem_new_tokens: int = field(default=128, metadata={"help": "VerbMem: greedy tokens generated per prefix (MUSE: 128)."})
+    muse_knowmem_new_tokens: int = field(default=32, metadata={"help": "KnowMem: greedy tokens generated per question (MUSE: 32)."})
+    muse_max_length: int = field(default=2048, metadata={"help": "PrivLeak: tokens scored per text (MUSE: up to 2048)."})
+    retain_muse_result: str | None = field(default=None, metadata={"help": "Run dir (or eval/muse.json) of the retain model's MUSE eval, for privleak."})
+    muse_retain_auc: float | None = field(default=None, metadata={"help": "The retain model's MUSE Min-K% AUC when no retain eval exists (e.g. MUSE's published 0.4772 for News)."})
     progress: bool = field(default=False, metadata={"help": "Show progress bars with items/s."})
 
     def __post_init__(self):
+        if self.preset is not None:
+            from .presets import get_preset
+
+            for key, value in get_preset(self.preset).options.items():
+                if getattr(self, key) is None:
+                    object.__setattr__(self, key, value)
         if self.forget_split not in FORGET_SPLITS:
             raise ConfigError(f"'forget_split' must be one of {FORGET_SPLITS}, got {self.forget_split!r}.{did_you_mean(self.forget_split, FORGET_SPLITS)}")
         for key in ("gen_max_length", "batch_size", "el_stride", "el_max_new_tokens", "ppl_max_length", "ppl_stride",
-                    "fluency_new_tokens"):
+                    "fluency_new_tokens", "muse_verbmem_new_tokens", "muse_knowmem_new_tokens", "muse_max_length",
+                    "gentox_per_group", "gentox_new_tokens"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"'{key}' must be >= 1, got {getattr(self, key)}.")
+        for key in ("gen_max_new_tokens", "max_length"):
+            if getattr(self, key) is not None and getattr(self, key) < (2 if key == "max_length" else 1):
+                raise ConfigError(f"'{key}' must be >= {2 if key == 'max_length' else 1} (or unset), got {getattr(self, key)}.")
+        if self.template is not None:
+            EncodeConfig(template=self.template)  # the same check (and message) as data.template
         if self.max_items is not None and self.max_items < 2:
             raise ConfigError(f"'max_items' must be >= 2 (KS test and AUC need samples), got {self.max_items}.")
+        if self.muse_corpus not in ("news", "books"):
+            raise ConfigError(f"'muse_corpus' must be 'news' or 'books', got {self.muse_corpus!r}.")
+        if self.gentox_temperature <= 0 or not 0 < self.gentox_top_p <= 1:
+            raise ConfigError(f"'gentox_temperature' must be > 0 and 'gentox_top_p' in (0, 1], got "
+                              f"{self.gentox_temperature} and {self.gentox_top_p}.")
+        if self.muse_retain_auc is not None and not 0 < self.muse_retain_auc <= 1:
+            raise ConfigError(f"'muse_retain_auc' must be in (0, 1], got {self.muse_retain_auc}.")
         if not 0 < self.mia_k <= 1:
             raise ConfigError(f"'mia_k' must be in (0, 1], got {self.mia_k}.")
         if self.ppl_stride > self.ppl_max_length:
             raise ConfigError(f"'ppl_stride' ({self.ppl_stride}) must be <= 'ppl_max_length' ({self.ppl_max_length}).")
         if not 0 <= self.mcq_shots <= 5:
             raise ConfigError(f"'mcq_shots' must be between 0 and 5 (MMLU dev has 5 per subject), got {self.mcq_shots}.")
+
+    def encoding(self, trained: EncodeConfig | None = None) -> EncodeConfig:
+        """The prompt encoding to evaluate with: this config's options where set (after the
+        preset), else ``trained`` (the model's training encoding), else the defaults."""
+        base = trained or EncodeConfig()
+        return EncodeConfig(
+            max_length=self.max_length if self.max_length is not None else base.max_length,
+            template=self.template if self.template is not None else base.template,
+            system_prompt=(self.system_prompt or None) if self.system_prompt is not None else base.system_prompt,
+        )
 
     @property
     def holdout_split(self) -> str:
@@ -73,3 +133,34 @@ class EvalConfig:
             if k in options and isinstance(options[k], (list, str)):
                 options[k] = tuple([options[k]] if isinstance(options[k], str) else options[k])
         return cls(**options)
+
+
+def run_encoding(*candidates: str | os.PathLike | None) -> tuple[EncodeConfig, str] | None:
+    """The training encoding of a run, as ``(EncodeConfig, path of the config it came from)``.
+
+    Each candidate is a run directory or a model directory inside one (``<run>/model``); the first
+    run config found (a ``config.yaml`` with ``method`` and a ``data:`` mapping, as written by
+    ``obliviate unlearn/finetune`` and ``obliviate.unlearn(..., run_dir=...)``) gives the encoding.
+    None when no candidate has one (a base model, a hub id, a plain output folder).
+    """
+    import yaml
+
+    from ..config import from_dict
+
+    names = {f.name for f in fields(EncodeConfig)}
+    for c in candidates:
+        if c is None:
+            continue
+        p = Path(c)
+        places = [p / "config.yaml"] + ([p.parent / "config.yaml"] if (p / "config.json").is_file() else [])
+        for cfg_path in places:
+            if not cfg_path.is_file():
+                continue
+            try:
+                raw = yaml.safe_load(cfg_path.read_text())
+            except yaml.YAMLError:
+                continue  # not a run config we wrote
+            if isinstance(raw, dict) and "method" in raw and isinstance(raw.get("data"), dict):
+                data = {k: v for k, v in raw["data"].items() if k in names}
+                return from_dict(EncodeConfig, data, where=f"{cfg_path}: data"), str(cfg_path)
+    return None

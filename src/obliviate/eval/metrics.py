@@ -19,6 +19,43 @@ the code, because published numbers (and forget quality's retain-model baselines
   of the retain model on the forget set (two-sided ``scipy.stats.ks_2samp``, as the code).
 * **Model utility.** Harmonic mean of the nine retain / real-authors / world-facts values of
   probability, ROUGE-L recall and truth-ratio statistic.
+
+Differences, per metric, from the TOFU paper/code and from open-unlearning (``locuslab/open-unlearning``,
+the framework most published TOFU numbers now come from). Settings that are options here are
+marked [option]; ``--preset open-unlearning`` (``presets.py``) sets those to that framework's values.
+
+* **Prompt (every TOFU metric).** obliviate: the run's encoding (``data.template``,
+  ``data.system_prompt``), by default the tokenizer's chat template with its own default system
+  message, else ``"Question: {q}\nAnswer:"`` [option]. TOFU code: per-model question tags
+  (``[INST] q [/INST]`` for Llama-2, ``Question: q\nAnswer:`` for Phi), no system prompt.
+  open-unlearning: the chat template with the system prompt "You are a helpful assistant." [preset].
+* **Scored tokens (Prob, truth ratio, MIA, exact memorisation, extraction strength).** obliviate
+  and the TOFU code: the answer tokens plus one EOS. open-unlearning (chat models): the assistant
+  turn as the chat template renders it, i.e. answer + end-of-turn token + newline (ChatML's
+  ``<|im_end|>\n``) + an appended EOS, and its collator's attention mask zeroes every token equal to
+  the pad token, which is EOS for most chat tokenizers, so EOS / end-of-turn tokens inside the
+  sequence are hidden from attention while still scored. Not reproduced (issue 19).
+* **Sequence length.** obliviate truncates to ``max_length`` (default: the run's, 256) [option];
+  TOFU code: 200; open-unlearning: 512 for non-chat prompts and no truncation for chat prompts.
+* **Prob** (``answer_prob``, ``normalised_prob``): same definition in all three; open-unlearning
+  adds 1e-10 to the normalised-probability denominator.
+* **ROUGE-L recall** (``rouge_l_recall``): same scorer (``rouge_score``, stemming) everywhere; the
+  greedy generation budget differs: the TOFU code (and obliviate's default) caps prompt + answer at
+  200 tokens, open-unlearning generates up to 200 new tokens (``gen_max_new_tokens``) [option].
+* **Truth ratio** (``truth_ratio``, ``truth_ratio_stat``): paper = arithmetic mean over perturbed
+  answers; TOFU code, open-unlearning and obliviate = geometric mean (mean of per-token NLLs);
+  open-unlearning adds 1e-10 to both the ratio's and min(R, 1/R)'s denominators.
+* **Forget quality** (``forget_quality``): two-sided KS test in all three; the retain model's truth
+  ratios must come from an evaluation with the same prompt and scored tokens, or the p-value
+  compares two encodings (``meta.encoding`` of both ``tofu.json`` files says which).
+* **Model utility** (``model_utility``): harmonic mean of the same nine values in all three.
+* **Exact memorisation / extraction strength** (``memorisation.py``): ES = 1 - k/|y|, k from 0 to
+  |y| (k = |y|: not even the last token is reproduced, ES = 0). open-unlearning's loop stops at
+  k = |y| - 1 (its minimum ES is 1/|y|) and its shifted labels drop the last label.
+* **MIA AUC / privleak** (``mia.py``): AUC of forget (members, positive) vs holdout, 0.5 ideal;
+  privleak as MUSE: (AUC_unlearn - AUC_retain) / AUC_retain x 100. open-unlearning computes its
+  privleak on 1 - AUC, against the retain model's or, without retain logs, a reference value of
+  0.5, so its sign is the opposite of MUSE's and obliviate's (over-unlearning is > 0 there, < 0 here).
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ about 0.5 for a model that never saw the forget set, near 1 for one that memoris
 * Min-K%++ (Zhang et al. 2024): per token (log p(x_t) - mu_t) / sigma_t with mu_t, sigma_t the mean and
   std of log p(z) under z ~ p(.|x_<t); then the mean of the k% lowest.
 * Reference (Carlini et al. 2021 / Mireshghallah et al. 2022): -(NLL_target - NLL_reference).
+* Gradient norm (white-box; evaluated on LLMs in MIMIR, Duan et al. 2024, arXiv 2402.17012):
+  -|grad_theta mean NLL(x)|_2 per item, over every parameter; training made the loss of its
+  members flat, so their gradients are small. ``grad_norm_scores`` runs the model, unlike the
+  functions above.
 * privleak (MUSE, Shi et al. 2024, Sec. 3): (AUC_unlearn - AUC_retain) / AUC_retain * 100; 0 is ideal,
   > 0 under-unlearning, < 0 over-unlearning.
 """
@@ -71,6 +75,58 @@ def privleak(auc_unlearn: float, auc_retain: float) -> float:
     if auc_retain == 0:
         return float("nan")
     return (auc_unlearn - auc_retain) / auc_retain * 100.0
+
+
+@torch.enable_grad()
+def grad_norm_scores(model: torch.nn.Module, examples: list[dict], pad_id: int) -> list[float]:
+    """Gradient-norm attack: -|d mean NLL(x) / d theta|_2 per encoded example (labels -100 = unscored).
+
+    One forward and backward per example, in eval mode (no dropout), over every parameter (frozen
+    ones included for the duration). Per-example backward rather than ``torch.func`` per-sample
+    gradients: vmap materialises a gradient per example of the batch (B copies of the model) and
+    does not trace every Hugging Face forward, while here each parameter's gradient is reduced to
+    its squared norm by a post-accumulate hook and freed at once, so memory stays at one example's
+    activations plus the largest single gradient, and no graph outlives its example. The model's
+    ``.grad``s, ``requires_grad`` flags and train/eval mode are restored afterwards.
+
+    MIMIR and open-unlearning (``GradNormAttack``) average per-tensor p-norms instead (p = inf in
+    MIMIR, in train mode); this is the norm of the whole gradient vector. The ranking, hence the
+    AUC, can differ between the two.
+    """
+    from ..data.encode import collate
+    from ..methods.losses import token_logprobs
+
+    params = list(model.parameters())
+    flags, grads, was_training = [p.requires_grad for p in params], [p.grad for p in params], model.training
+    total = torch.zeros((), dtype=torch.float64, device=params[0].device)
+
+    def reduce(p: torch.Tensor) -> None:
+        total.add_(p.grad.detach().double().pow(2).sum())
+        p.grad = None
+
+    handles = []
+    try:
+        model.eval()
+        for p in params:
+            p.grad = None
+            p.requires_grad_(True)
+            handles.append(p.register_post_accumulate_grad_hook(reduce))
+        out = []
+        for ex in examples:
+            b = {k: v.to(params[0].device) for k, v in collate([ex], pad_id).items()}
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            lp, mask = token_logprobs(logits, b["labels"])
+            total.zero_()
+            (-(lp.sum() / mask.sum().clamp_min(1))).backward()
+            out.append(-float(total.sqrt()))
+        return out
+    finally:
+        for h in handles:
+            h.remove()
+        for p, f, g in zip(params, flags, grads):
+            p.requires_grad_(f)
+            p.grad = g
+        model.train(was_training)
 
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")

@@ -110,8 +110,16 @@ def load_suite(path_or_run_dir: str | os.PathLike, suite: str | None = None) -> 
     p = suite_path(path_or_run_dir, suite) if suite is not None else Path(path_or_run_dir)
     if not p.is_file():
         raise DataError(f"Eval result '{p}' does not exist; run `obliviate eval` for that model first.")
+    # a run's own result (run_dir, suite) is reused unless forced: say how to replace a broken one
+    fix = " Re-run the suite to replace it: `obliviate eval ... --force` (Python: force=True)." if suite is not None else ""
     try:
         d = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}: not valid JSON ({e.msg}).") from None
-    return from_dict(d, str(p))
+        if not isinstance(d, dict):
+            raise DataError(f"{p}: holds a {type(d).__name__}, not an eval result.")
+        return from_dict(d, str(p))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{p}: not valid JSON ({getattr(e, 'msg', None) or e.reason}).{fix}") from None
+    except DataError as e:
+        raise DataError(f"{e}{fix}") from None
+    except (AttributeError, TypeError, ValueError) as e:  # a field of the wrong type
+        raise DataError(f"{p}: not an eval result ({e}).{fix}") from None

@@ -10,6 +10,9 @@ sequence twice (e.g. TOFU's forget answers reused by the MIA suite).
 ``Evaluator.generate(prompts, budgets)`` is batched greedy decoding with left padding and the KV
 cache (``model.generate``); each item is cut at EOS and at its own token budget, so the result does
 not depend on which other items share its batch.
+``Evaluator.sample(prompts, budgets, seed, temperature, top_p)`` is the same with temperature /
+nucleus sampling; each prompt draws from its own ``torch.Generator`` seeded by ``seed`` and the prompt's
+tokens, so a continuation depends on the seed and the prompt, not on batch order or batch mates.
 
 Items are sorted by length before batching (less padding); position ids are derived from the
 attention mask so left- and right-padded batches give the same per-item scores.
@@ -17,6 +20,7 @@ attention mask so left- and right-padded batches give the same per-item scores.
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Literal
 
@@ -51,6 +55,22 @@ def token_stats(logits: torch.Tensor, labels: torch.Tensor) -> list[dict[str, to
     return out
 
 
+def sample_tokens(logits: torch.Tensor, generators: list[torch.Generator], temperature: float = 1.0,
+                  top_p: float = 1.0) -> list[int]:
+    """One token per row of ``logits`` [B, V] from softmax(logits / temperature), restricted to the
+    smallest set of most likely tokens whose mass reaches ``top_p`` (nucleus sampling, Holtzman et al.
+    2020) and renormalised. Row i uses one uniform draw from ``generators[i]`` (inverse CDF), so its
+    token depends only on its own logits and generator."""
+    probs = F.softmax(logits.detach().float() / temperature, dim=-1)
+    p_sorted, idx = probs.sort(dim=-1, descending=True)
+    if top_p < 1:
+        p_sorted = p_sorted * ((p_sorted.cumsum(-1) - p_sorted) < top_p)  # keep while the mass before is < top_p
+    cdf = p_sorted.double().cumsum(-1)
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators]).to(cdf.device)
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp_max(cdf.size(-1) - 1)
+    return idx.gather(-1, pick)[:, 0].tolist()
+
+
 class Evaluator:
     """Scores and generates for one model, with memoisation; the model's mode is restored on exit."""
 
@@ -63,6 +83,7 @@ class Evaluator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._scores: dict[tuple, dict[str, torch.Tensor]] = {}
         self._gens: dict[tuple, list[int]] = {}
+        self._samples: dict[tuple, list[int]] = {}
         self.timings = {"score_s": 0.0, "score_items": 0, "generate_s": 0.0, "generate_items": 0}
 
     @property
@@ -170,11 +191,80 @@ class Evaluator:
         self.timings["generate_s"] += time.perf_counter() - t0
         self.timings["generate_items"] += len(keys)
 
-    def generate_text(self, records: list[dict[str, Any]], max_length: int = 200) -> list[str]:
-        """TOFU-style greedy answers: prompt + generation at most ``max_length`` tokens per item."""
+    def generate_text(self, records: list[dict[str, Any]], max_length: int = 200,
+                      max_new_tokens: int | None = None) -> list[str]:
+        """Greedy answers per item: at most ``max_new_tokens`` new tokens when given (open-unlearning),
+        else prompt + generation at most ``max_length`` tokens (the TOFU code's budget)."""
         prompts = self.prompts(records)
-        gens = self.generate(prompts, [max(1, max_length - len(p)) for p in prompts])
+        if max_new_tokens is not None:
+            budgets = [max_new_tokens] * len(prompts)
+        else:
+            budgets = [max(1, max_length - len(p)) for p in prompts]
+        gens = self.generate(prompts, budgets)
         return [self.tokenizer.decode(g, skip_special_tokens=True).strip() for g in gens]
+
+    def sample(self, prompts: list[list[int]], budgets: list[int] | int, seed: int = 0, temperature: float = 1.0,
+               top_p: float = 1.0) -> list[list[int]]:
+        """Sampled continuation token ids per prompt (EOS and later removed), at most ``budgets[i]`` tokens;
+        reproducible per (seed, prompt) whatever the batch (see the module docstring)."""
+        if temperature <= 0 or not 0 < top_p <= 1:
+            raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+        if isinstance(budgets, int):
+            budgets = [budgets] * len(prompts)
+        keys = [(tuple(p), int(b), int(seed), float(temperature), float(top_p)) for p, b in zip(prompts, budgets)]
+        todo = sorted({k for k in keys if k not in self._samples}, key=lambda k: len(k[0]))
+        if todo:
+            was_training = self.model.training
+            self.model.eval()
+            t0 = time.perf_counter()
+            for s in range(0, len(todo), self.batch_size):
+                chunk = todo[s:s + self.batch_size]
+                for k, seq in zip(chunk, self._sample_batch(chunk)):
+                    self._samples[k] = seq
+            self.model.train(was_training)
+            self.timings["generate_s"] += time.perf_counter() - t0
+            self.timings["generate_items"] += len(todo)
+        return [self._samples[k] for k in keys]
+
+    @torch.no_grad()
+    def _sample_batch(self, keys: list[tuple]) -> list[list[int]]:
+        """Left-padded batched decoding with the KV cache; item i samples with its own generator."""
+        import hashlib
+
+        eos = self.tokenizer.eos_token_id
+        gens = []
+        for p, _, seed, _, _ in keys:
+            digest = hashlib.sha256(repr((seed, p)).encode()).digest()
+            gens.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1))
+        # transformers >= 5 names the KV cache ``cache``; older versions ``past_key_values``
+        params = inspect.signature(self.model.forward).parameters
+        cache_kw = "cache" if "cache" in params else "past_key_values"
+        last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # no [B, T, V] logits of the prompt
+        b = collate([{"input_ids": list(k[0])} for k in keys], self.pad_id, side="left")
+        mask = b["attention_mask"].to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)
+        out = self.model(input_ids=b["input_ids"].to(self.device), attention_mask=mask, position_ids=pos, use_cache=True,
+                         **last)
+        seqs: list[list[int]] = [[] for _ in keys]
+        done = [k[1] < 1 for k in keys]
+        temperature, top_p = keys[0][3], keys[0][4]  # one setting per call (part of every key)
+        for _ in range(max(k[1] for k in keys)):
+            nxt = sample_tokens(out.logits[:, -1], gens, temperature, top_p)
+            for i, t in enumerate(nxt):
+                if not done[i]:
+                    if t == eos:
+                        done[i] = True
+                    else:
+                        seqs[i].append(t)
+                        done[i] = len(seqs[i]) >= keys[i][1]
+            if all(done):
+                break
+            mask = torch.cat([mask, mask.new_ones(len(keys), 1)], dim=1)
+            pos = pos[:, -1:] + 1
+            past = {cache_kw: out[cache_kw] if cache_kw in out else out.past_key_values}
+            out = self.model(input_ids=torch.tensor(nxt, device=self.device)[:, None], attention_mask=mask,
+                             position_ids=pos, use_cache=True, **past)
+        return seqs
 
     # ---- next-token distributions (MCQ) -----------------------------------------------------
     @torch.no_grad()

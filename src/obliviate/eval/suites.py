@@ -4,7 +4,7 @@ and saves them.
 
 * ``tofu``: Prob, ROUGE-L recall and truth ratio on forget / retain / real_authors / world_facts,
   model utility, and forget quality when the retain model's TOFU result is given.
-* ``mia``: AUC of LOSS, zlib, Min-K%, Min-K%++ (and reference) attacks, forget vs holdout; privleak
+* ``mia``: AUC of LOSS, zlib, Min-K%, Min-K%++, gradient-norm (and reference) attacks, forget vs holdout; privleak
   when the retain model's MIA result is given.
 * ``memorisation``: exact memorisation / MA, extraction strength, EL_3/5/10.
 """
@@ -57,7 +57,7 @@ TOFU_SETS = (  # (name, split suffix, truth-ratio base answer field), as TOFU's 
 )
 
 
-def _tofu_set(ev, res: SuiteResult, name: str, recs: list[dict[str, Any]], base: str, gen_max_length: int) -> list[float]:
+def _tofu_set(ev, res: SuiteResult, name: str, recs: list[dict[str, Any]], base: str, cfg: EvalConfig) -> list[float]:
     nll_true = ev.mean_nll(recs, "answer")
     nll_pert = ev.options_nll(recs, "perturbed_answer")
     forget = name == "forget"
@@ -66,7 +66,7 @@ def _tofu_set(ev, res: SuiteResult, name: str, recs: list[dict[str, Any]], base:
     else:
         prob = metrics.normalised_prob(nll_true, nll_pert)
     ratio = metrics.truth_ratio(ev.mean_nll(recs, base), nll_pert)
-    gens = ev.generate_text(recs, gen_max_length)
+    gens = ev.generate_text(recs, cfg.gen_max_length, cfg.gen_max_new_tokens)
     rouge = metrics.rouge_l_recall(gens, [r["answer"] for r in recs])
     tr_items = np.minimum(ratio, 1 / ratio) if forget else np.maximum(0, 1 - ratio)
     side = "lower is better on forget" if forget else "higher is better"
@@ -85,7 +85,7 @@ def suite_tofu(ev, cfg: EvalConfig, model_name: str = "") -> SuiteResult:
     utility = []
     for name, suffix, base in TOFU_SETS:
         split = cfg.forget_split + suffix if name == "forget" else f"{name}_perturbed"
-        values = _tofu_set(ev, res, name, _tofu(cfg, split), base, cfg.gen_max_length)
+        values = _tofu_set(ev, res, name, _tofu(cfg, split), base, cfg)
         if name != "forget":
             utility += values
     res.add("model_utility", metrics.model_utility(utility), True,
@@ -115,6 +115,9 @@ def suite_mia(ev, cfg: EvalConfig, model_name: str = "", reference=None) -> Suit
         rf, rh = reference.score_records(forget), reference.score_records(holdout)
         af["reference"] = [mia.reference_score(a["logprobs"], b["logprobs"]) for a, b in zip(sf, rf)]
         ah["reference"] = [mia.reference_score(a["logprobs"], b["logprobs"]) for a, b in zip(sh, rh)]
+    if cfg.mia_grad_norm:  # white-box: one backward per item
+        af["grad_norm"] = mia.grad_norm_scores(ev.model, ev.encode(forget), ev.pad_id)
+        ah["grad_norm"] = mia.grad_norm_scores(ev.model, ev.encode(holdout), ev.pad_id)
     ret = _retain_result(cfg.retain_mia_result, "mia") if cfg.retain_mia_result else None
     for attack in af:
         a = mia.auc(af[attack], ah[attack])

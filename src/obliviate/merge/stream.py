@@ -4,10 +4,11 @@
     merge_files("base_dir", ["run_a/model", "run_b/model", "lora_run/adapter"], "merged_dir",
                 MergeConfig(method="ties", density=0.2, lam=1.0))
 
-For each tensor of the base, the task vector of model i is read from its file when it is needed
-(TIES reads each model twice: once to elect the sign, once for the disjoint mean) and the merged
-tensor is written straight to the output. Peak memory is therefore a few copies of the largest
-tensor, whatever k and the model size (see ``benchmarks/spunge_scaling.py``).
+For each tensor of the base, the task vector of each model is read once from its file and the
+merged tensor is written straight to the output (model-scope TIES, the ``paper`` preset, first
+makes two more reading passes to find each model's global trim threshold). Peak memory is
+therefore a few copies of the largest tensor, whatever k and the model size (see
+``benchmarks/spunge_scaling.py`` and ``benchmarks/merge_speed.py``).
 
 Inputs can be full model directories / ``.safetensors`` files, or LoRA adapter directories
 (``adapter_config.json`` + ``adapter_model.safetensors``), whose task vector is merged in delta
@@ -20,34 +21,46 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ModelError
 from ..io import atomic_path
-from .ops import MergeConfig, merge_tensor, task_vector
-from .stio import ModelFiles, SafetensorsFile, SafetensorsWriter
+from .ops import MergeConfig, merge_model
+from .stio import ModelFiles, ReadBuffers, SafetensorsFile, SafetensorsWriter
 
 COPY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja")
 
 
 class FullSource:
-    """Task vectors of a full model: tau = theta_i - theta_0, read per tensor."""
+    """Task vectors of a full model: tau = theta_i - theta_0, read per tensor into a reused buffer
+    (the tensor returned by ``tau`` is overwritten by the next call)."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.files = ModelFiles(path)
+    def __init__(self, path: str | os.PathLike, buffers: ReadBuffers | None = None):
+        self.files = ModelFiles(path, buffers)
         self.path = Path(path)
+
+    def prefetch(self, name: str, pool) -> None:
+        """Start reading tensor ``name`` in the background (see ``ModelFiles.prefetch``)."""
+        if name in self.files:
+            self.files.prefetch(name, pool)
 
     def tau(self, name: str, base: torch.Tensor) -> torch.Tensor:
         if name not in self.files:
             raise DataError(f"merge: '{self.path}' has no tensor '{name}' (the base model has it).")
-        t = self.files.read(name)
+        t = self.files.read(name, reuse=True)  # valid until this source's next read
         if t.shape != base.shape:
             raise DataError(f"merge: tensor '{name}' is {tuple(t.shape)} in '{self.path}' but {tuple(base.shape)} in the base.")
-        return task_vector(t, base)
+        if t.dtype != torch.float32:  # convert into the shared float32 scratch
+            pair = self.files.buffers
+            if pair.f32 is None or pair.f32.numel() < t.numel():
+                pair.f32 = torch.empty(t.numel())
+            t = pair.f32[:t.numel()].view(t.shape).copy_(t)
+        return t.sub_(base.float())
 
 
 class LoraSource:
@@ -55,8 +68,12 @@ class LoraSource:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        cfg = json.loads((self.path / "adapter_config.json").read_text())
-        r, alpha = cfg["r"], cfg.get("lora_alpha", cfg["r"])
+        try:
+            cfg = json.loads((self.path / "adapter_config.json").read_text(encoding="utf-8"))
+            r, alpha = float(cfg["r"]), float(cfg.get("lora_alpha", cfg["r"]))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ModelError(f"'{self.path / 'adapter_config.json'}' is not a valid LoRA adapter config (JSON with a "
+                             f"numeric 'r'): {e!r}. Re-save the adapter.") from None
         self.scaling = alpha / (r ** 0.5) if cfg.get("use_rslora") else alpha / r
         self.fan_in_fan_out = bool(cfg.get("fan_in_fan_out", False))
         self.file = SafetensorsFile(self.path / "adapter_model.safetensors")
@@ -70,6 +87,9 @@ class LoraSource:
             module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
             self.pairs[f"{module}.weight"] = (key, key.replace(".lora_A.", ".lora_B."))
 
+    def prefetch(self, name: str, pool) -> None:
+        """Nothing to prefetch: adapters are small and read whole per tensor."""
+
     def tau(self, name: str, base: torch.Tensor) -> torch.Tensor:
         if name not in self.pairs:
             return torch.zeros(base.shape, dtype=torch.float32)
@@ -78,9 +98,21 @@ class LoraSource:
         return (delta.T if self.fan_in_fan_out else delta).reshape(base.shape)
 
 
-def open_source(path: str | os.PathLike) -> FullSource | LoraSource:
+def open_source(path: str | os.PathLike, buffers: ReadBuffers | None = None) -> FullSource | LoraSource:
     p = Path(path)
-    return LoraSource(p) if (p / "adapter_config.json").is_file() else FullSource(p)
+    return LoraSource(p) if (p / "adapter_config.json").is_file() else FullSource(p, buffers)
+
+
+def check_out(base: str | os.PathLike, models: Sequence[str | os.PathLike], out: str | os.PathLike) -> None:
+    """Refuse an output path that is, contains or lies inside the base or an input model: writing
+    it would replace (or land inside) an input."""
+    o = Path(out).resolve()
+    for what, p in [("the base", base)] + [(f"input model {i + 1}", m) for i, m in enumerate(models)]:
+        q = Path(p).resolve()
+        if o == q or o in q.parents or q in o.parents:
+            relation = "is" if o == q else "contains" if o in q.parents else "is inside"
+            raise ConfigError(f"merge: the output '{out}' {relation} {what} ('{p}'); merging never writes over its "
+                              f"inputs. Choose an --out outside every input.")
 
 
 def merge_files(base: str | os.PathLike, models: Sequence[str | os.PathLike], out: str | os.PathLike,
@@ -89,14 +121,18 @@ def merge_files(base: str | os.PathLike, models: Sequence[str | os.PathLike], ou
 
     ``out`` is a directory when ``base`` is a model directory (config and tokenizer files are
     copied from the base, weights go to ``out/model.safetensors``), else a ``.safetensors`` file.
-    The output is written atomically.
+    The output is written into a temporary sibling and moved into place only when complete (an
+    existing ``out`` is replaced then); an ``out`` that is, contains or lies inside an input is
+    refused.
     """
     cfg = cfg or MergeConfig()
     if not models:
         raise ConfigError("merge: give at least one model to merge.")
+    check_out(base, models, out)
     base_p, out_p = Path(base), Path(out)
     base_files = ModelFiles(base_p)
-    sources = [open_source(m) for m in models]
+    shared = ReadBuffers()  # the models are read one after the other: two buffers serve them all
+    sources = [open_source(m, shared) for m in models]
     specs = {n: base_files.spec(n) for n in base_files.names()}
     with atomic_path(out_p, is_dir=base_p.is_dir()) as tmp:
         if base_p.is_dir():
@@ -107,12 +143,29 @@ def merge_files(base: str | os.PathLike, models: Sequence[str | os.PathLike], ou
             target = tmp / "model.safetensors"
         else:
             target = tmp
-        writer = SafetensorsWriter(target, specs)
+        writer = SafetensorsWriter(target, specs, background=True)
+        names = list(specs)
+        after = dict(zip(names, names[1:] + names[:1]))  # tensors are visited in this order (each pass)
+        pool = ThreadPoolExecutor(2, thread_name_prefix="merge-reader")  # reads overlap the arithmetic
+
+        def base_of(name: str) -> torch.Tensor:
+            b = base_files.read(name, reuse=True)
+            base_files.prefetch(after[name], pool)
+            return b
+
+        def tau_of(i: int, name: str, b: torch.Tensor) -> torch.Tensor:
+            t = sources[i].tau(name, b)  # then read the next model's tensor (or the next tensor's first)
+            sources[(i + 1) % len(sources)].prefetch(name if i + 1 < len(sources) else after[name], pool)
+            return t
+
         try:
-            for name in specs:
-                b = base_files.read(name)
-                writer.write(name, merge_tensor(b, lambda i, n=name, b=b: sources[i].tau(n, b), len(sources), cfg, name))
+            merge_model(names, base_of, tau_of, len(sources), cfg, writer.write, writer.rewrite, reuse_output=True)
+        except BaseException:
+            writer.abort()
+            raise
         finally:
-            writer.f.close()
+            for f in [base_files] + [s.files for s in sources if isinstance(s, FullSource)]:
+                f.close()
+            pool.shutdown(wait=True)
         writer.close()
     return out_p

@@ -4,11 +4,20 @@ A method is a small object with a ``needs`` declaration and a ``loss(model, batc
 engine (``obliviate.engine``) owns the loop, optimizer, device, precision and checkpoints, and
 provides exactly what ``needs`` declares: a frozen reference model only if ``reference`` is set,
 cached reference log-probs only if ``reference_forget_logprob`` is set, a retain batch only if
-``retain`` is set. Methods never subclass the engine.
+``retain`` is set, a second answer per forget example only if ``alternate`` is set. Methods never
+subclass the engine.
 
 A method that wants its objectives' gradients combined by something other than a plain sum
 (FALCON's projection) returns them separately in ``LossOutput.objectives`` and sets
 ``combiner`` (see ``obliviate.engine.combine``).
+
+Optional hooks, each found with ``hasattr`` and called only if present: ``alternate_answer(index)``
+(the text of forget example ``index``'s alternate answer; required with ``Needs.alternate``),
+``on_step_end(step, logged)`` (after each optimizer step, with the step's logged values averaged
+over micro-steps and processes, so every process sees the same numbers), and
+``state_dict()``/``load_state_dict(state)`` (JSON-serialisable method state, e.g. PDU's dual
+variable, saved in every checkpoint and restored on resume). Besides these: ``attach_tokenizer``,
+``set_frozen_offload``, ``prepare`` and ``finalize`` (see ``engine/loop.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +38,11 @@ class Needs:
     reference: bool = False
     """A frozen copy of the starting model (with LoRA: the base model, adapters disabled)."""
     reference_forget_logprob: bool = False
-    """log pi_ref(y|x) of each forget sequence; computed once before training and cached."""
+    """log pi_ref(y|x) of each forget sequence (and of its alternate answer, with ``alternate``);
+    computed once before training and cached."""
+    alternate: bool = False
+    """A second answer to each forget prompt (``Batch.alternate``, row i pairs with ``batch.forget``
+    row i): the method's ``alternate_answer(index)``, e.g. a refusal for IdkDPO/IdkNLL."""
     trainable: tuple[str, ...] = ()
     """Regexes over parameter names selecting the trainable parameters; () means all."""
 
@@ -40,6 +53,8 @@ class Batch:
 
     forget: dict[str, torch.Tensor]
     retain: dict[str, torch.Tensor] | None = None
+    alternate: dict[str, torch.Tensor] | None = None
+    """Same prompts as ``forget``, each with its alternate answer (only with ``Needs.alternate``)."""
 
 
 class Reference:
@@ -74,6 +89,8 @@ class Aux:
     reference: Reference | None = None
     ref_forget_logprob: torch.Tensor | None = None
     """[B] cached log pi_ref(y|x) for ``batch.forget`` (same order)."""
+    ref_alternate_logprob: torch.Tensor | None = None
+    """[B] cached log pi_ref(y'|x) for ``batch.alternate`` (``reference_forget_logprob`` + ``alternate``)."""
 
 
 @dataclass

@@ -63,6 +63,8 @@ class FALCONConfig:
     align_weights: tuple[float, float] = field(default=(0.1, 1.9), metadata={"help": "(forget, retain) weights when they do not."})
     mi_samples: int = field(default=30, metadata={"help": "Forget and retain examples used for the MI layer selection."})
     mi_layers: tuple[int, ...] = field(default=(), metadata={"help": "Candidate blocks for MI selection (empty: all)."})
+    mi_estimator: Literal["reference", "ksg"] = field(default="reference", metadata={"help": "MI estimator: 'reference' (PCA 95% + Gaussian KDE, the paper's code) or 'ksg' (k-NN on whitened principal components, comparable across layers; analysis/mi.py)."})
+    mi_components: int = field(default=4, metadata={"help": "Principal components of forget and of retain activations used by the 'ksg' estimator."})
     pov_seed: int = field(default=0, metadata={"help": "Seed of the POV noise and the extra-negative sampling."})
     frozen_cache: Literal["cpu", "device", "off"] = field(default="cpu", metadata={"help": "Where to cache frozen activations ('off': recompute)."})
 
@@ -79,6 +81,8 @@ class FALCONConfig:
             raise ConfigError("'falcon.conflict_weights' and 'falcon.align_weights' must each be two numbers (forget, retain).")
         if self.mi_samples < 3:
             raise ConfigError(f"'falcon.mi_samples' must be >= 3, got {self.mi_samples}.")
+        if self.mi_components < 1:
+            raise ConfigError(f"'falcon.mi_components' must be >= 1, got {self.mi_components}.")
 
 
 class FALCON:
@@ -107,7 +111,8 @@ class FALCON:
         from ..analysis import select_layer
 
         c = self.config
-        self.selection = select_layer(model, forget, retain or [], pad_id, c.mi_samples, c.mi_layers or None)
+        self.selection = select_layer(model, forget, retain or [], pad_id, c.mi_samples, c.mi_layers or None,
+                                      estimator=c.mi_estimator, components=c.mi_components)
         log.warning("falcon: mutual information per layer %s; steering layer %d",
                     {k: round(v, 3) for k, v in self.selection.mi.items()}, self.selection.layer)
         if c.update_layers and any(i > self.selection.layer for i in c.update_layers):

@@ -131,3 +131,87 @@ def sparse_soft_cross_entropy(student_logits: torch.Tensor, values: torch.Tensor
     if weights is not None:
         ce = ce * weights
     return token_mean(ce, mask)
+
+
+def dpo_loss(chosen_logp: torch.Tensor, chosen_ref: torch.Tensor, rejected_logp: torch.Tensor,
+             rejected_ref: torch.Tensor, beta: float) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, eq. 7) as an unlearning loss (IdkDPO: chosen = a refusal, rejected =
+    the forget answer): -(2/beta) E log sigmoid(beta [(log pi_theta(y_c|x) - log pi_ref(y_c|x)) -
+    (log pi_theta(y_r|x) - log pi_ref(y_r|x))]), sequence-summed log-probs [B].
+
+    The 2/beta factor is open-unlearning's (``compute_dpo_loss``); it makes the rejected-only limit
+    exactly ``npo_loss``. The DPO paper has no factor, the NPO paper (Sec. 3) writes 1/beta: a constant
+    scale, which matters only through gradient clipping. When theta == ref this is (2/beta) log 2.
+    """
+    margin = (chosen_logp - chosen_ref) - (rejected_logp - rejected_ref)
+    return -(2.0 / beta) * F.logsigmoid(beta * margin).mean()
+
+
+def weighted_ascent_loss(logits: torch.Tensor, labels: torch.Tensor, weight) -> torch.Tensor:
+    """Token-weighted gradient ascent: token_mean of w_t * log p(y_t), with w_t = ``weight(p_t)`` computed
+    on the detached probability p_t = p(y_t | y_<t) (so the weight scales the gradient, never gets one).
+    Minimising it lowers log p(y_t) with per-token strength w_t; w = 1 is GA (``ga_loss``)."""
+    lp, mask = token_logprobs(logits, labels)
+    w = weight(lp.detach().exp())
+    return token_mean(w * lp, mask)
+
+
+def wga_loss(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+    """WGA (Wang et al. 2025, arXiv 2502.19301): ascent weighted by w_t = p_t^beta (detached), which
+    spends the ascent on tokens the model still predicts and stops pushing on those already unlikely.
+
+    Worked example (one answer token with p = 1/2, beta = 1): w = 1/2, loss = 1/2 * ln(1/2) = -ln(2)/2.
+    beta = 0 gives w = 1: plain GA."""
+    return weighted_ascent_loss(logits, labels, lambda p: p.pow(beta))
+
+
+def satimp_loss(logits: torch.Tensor, labels: torch.Tensor, beta1: float, beta2: float) -> torch.Tensor:
+    """SatImp (Yang et al. 2025, arXiv 2505.11953): ascent weighted by w_t = p_t^beta1 (1 - p_t)^beta2
+    (detached): the saturation weight p^beta1 times the importance weight (1 - p)^beta2.
+
+    Worked example (one answer token with p = 1/2, beta1 = 5, beta2 = 1): w = 1/64, loss = -ln(2)/64."""
+    return weighted_ascent_loss(logits, labels, lambda p: p.pow(beta1) * (1 - p).pow(beta2))
+
+
+def ceu_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_first: int = 1) -> torch.Tensor:
+    """CE-U (B. Yang 2025, "Cross Entropy Unlearning", arXiv 2503.01224): soft-label cross-entropy from the model's
+    distribution p_t = softmax(z_t) to q_t = softmax(z_t with the true token's logit set to -inf),
+    q computed from the detached logits. d loss / d z_t = p_t - q_t, so the true token's logit gets
+    exactly +p(y_t) (only ever pushed down) and q puts zero mass on it; the other logits move
+    towards the model's own renormalised alternatives, a bounded loss with no reference model.
+
+    The first ``ignore_first`` answer tokens of each sequence carry no loss (the paper's footnote in
+    Training Settings; open-unlearning's ``ignore_first_n_answer_tokens``, default 1). The sum over
+    the kept tokens is divided by the number of *all* answer tokens (the canonical step-level count
+    of ``methods/tokens.py``, so the step does not depend on how it is split over processes and
+    micro-steps); open-unlearning divides by the kept tokens only, a factor (n - 1)/n for n-token
+    answers.
+
+    Worked example (V = 3, logits (0, 0, 0), true token 0, one kept token): q = (0, 1/2, 1/2),
+    p = (1/3, 1/3, 1/3), loss = -(1/2 ln 1/3 + 1/2 ln 1/3) = ln 3.
+    """
+    lg, tg, mask = shift(logits, labels)
+    keep = mask & (mask.long().cumsum(-1) > ignore_first)
+    z = lg[keep].float()  # [N, V]: only the kept positions, no [B, T, V] fp32 copy
+    logp = F.log_softmax(z, -1)
+    q = F.softmax(z.detach().scatter(-1, tg[keep].unsqueeze(-1), float("-inf")), -1)
+    ce = torch.zeros(keep.shape, dtype=logp.dtype, device=logp.device)
+    ce[keep] = -(q * logp).sum(-1)
+    return token_mean(ce, mask)
+
+
+def logit_margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """PDU's logit-margin flattening loss (Entesari et al. 2025, arXiv 2506.05314): token mean over
+    answer positions of (max_v z_t,v - mean_v z_t,v)^2. Zero exactly when all logits are equal (the
+    uniform distribution); softmax-free, so its gradient does not vanish as p flattens.
+
+    The reference code (open-unlearning ``PDU.compute_loss``) averages over every position of the
+    batch, prompt and padding included; here only the positions that predict an answer token count.
+
+    Worked example (V = 3, logits (1, 2, 3) at the one answer position): (3 - 2)^2 = 1.
+    """
+    lg, _, mask = shift(logits, labels)
+    z = lg[mask].float()  # [N, V]
+    margin = torch.zeros(mask.shape, dtype=z.dtype, device=z.device)
+    margin[mask] = (z.max(-1).values - z.mean(-1)).square()
+    return token_mean(margin, mask)

@@ -70,6 +70,7 @@ class RMUConfig:
 
 class RMU:
     name: ClassVar[str] = "rmu"
+    retain_hint: ClassVar[str] = " Or set rmu.alpha: 0 to train without the retain term."
 
     def __init__(self, config: RMUConfig | None = None):
         self.config = c = config or RMUConfig()
@@ -79,6 +80,11 @@ class RMU:
         self.frozen = FrozenActivations(c.layer, c.frozen_cache)
         self.coefficient: float | None = None if c.c_scale is not None else c.c
         self._u: torch.Tensor | None = None
+
+    def prepare(self, model, forget, retain, pad_id: int) -> None:
+        """Check ``layer`` against the model before the engine picks the trainable blocks around it
+        (otherwise an out-of-range layer shows up as 'no parameter matches the trainable patterns')."""
+        check_layer(model, self.config.layer, "rmu.layer")
 
     def control_vector(self, d: int, device, reference=None, forget=None) -> torch.Tensor:
         """c * u [d]; with ``c_scale``, c is measured once on the frozen activations of ``forget``."""

@@ -5,7 +5,7 @@ Every token-averaged loss of obliviate is ``token_mean(values, mask)`` = sum(val
 
 * by default D is the local count of ``mask``: a plain mean;
 * inside the engine's ``step_tokens(...)`` (each training micro-step) and a method's
-  ``token_scope(part)`` (which batch part, "forget" or "retain", the loss reads), D is the count of
+  ``token_scope(part)`` (which batch part, "forget", "retain" or "alternate", the loss reads), D is the count of
   the same kind of mask over the *whole optimizer step* (every micro-batch of every process)
   divided by W x A (processes x accumulation steps). Processes average their gradients (/W) and
   the engine divides by A, so the step's gradient is exactly that of sum_all / N_step, whatever
@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 import torch
 
 IGNORE = -100
-PARTS = ("forget", "retain")
+PARTS = ("forget", "retain", "alternate")  # alternate: a second answer per forget prompt (Needs.alternate)
 
 
 def answer_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -104,7 +104,7 @@ def step_tokens(step: StepTokens | None) -> Iterator[None]:
 
 @contextmanager
 def token_scope(part: str) -> Iterator[None]:
-    """Method: the token means inside read batch part ``part`` ("forget" or "retain")."""
+    """Method: the token means inside read batch part ``part`` ("forget", "retain" or "alternate")."""
     assert part in PARTS, part
     token = _PART.set(part)
     try:

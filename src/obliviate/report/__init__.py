@@ -23,7 +23,7 @@ from ..io import write_text
 from .html import render
 from .markdown import render_markdown
 from .plots import plot_all
-from .runs import Metric, Run, read_run, unique_names
+from .runs import Metric, Run, read_run, read_runs, unique_names
 from .table import Row, metric_rows, tradeoff_points
 
 
@@ -35,6 +35,8 @@ class Report:
     markdown: Path
     runs: list[Run]
     rows: list[Row]
+    skipped: tuple[tuple[Path, str], ...] = ()
+    """Directories left out, with the reason (unreadable, or not a run)."""
 
 
 def build_report(
@@ -57,7 +59,9 @@ def build_report(
         raise DataError("No run directories given; pass at least one, e.g. `obliviate report runs/npo`.")
     out = Path(out)
     paths = [Path(p) for p in run_dirs]
-    runs = [read_run(p, name) for p, name in zip(paths, unique_names(paths))]
+    runs, skipped = read_runs(paths, unique_names(paths))
+    if not runs:
+        raise DataError("No run to report: " + "; ".join(f"'{p}': {why}" for p, why in skipped))
     rows = metric_rows(runs)
     points = tradeoff_points(runs, forget_metric, utility_metric)
     figures = plot_all(runs, points)
@@ -65,7 +69,7 @@ def build_report(
     md = Path(markdown) if markdown is not None else out.with_name("report.md")
     write_text(out, render(title, generated, runs, rows, figures, points))
     write_text(md, render_markdown(title, runs, rows, points))
-    return Report(out, md, runs, rows)
+    return Report(out, md, runs, rows, tuple(skipped))
 
 
 __all__ = ["build_report", "Report", "Run", "Metric", "read_run"]

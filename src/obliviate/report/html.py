@@ -32,8 +32,20 @@ def _th(cells: list[str]) -> str:
                             for i, c in enumerate(cells)) + "</tr>"
 
 
-def _direction(hib: bool | None) -> str:
-    return {True: "&uarr; higher is better", False: "&darr; lower is better"}.get(hib, "")
+def _direction(row: Row) -> str:
+    if row.target is not None:
+        return f"&#8596; closest to {row.target:g} is best"
+    return {True: "&uarr; higher is better", False: "&darr; lower is better"}.get(row.higher_is_better, "")
+
+
+def _target_note(row: Row) -> str:
+    """Tooltip text saying why a target row is coloured by distance."""
+    if row.target is None:
+        return ""
+    if row.target == 0.5:
+        return ("Coloured by distance from 0.5: at 0.5 the attack cannot tell forgotten data from never-seen "
+                "data; below 0.5 the model has over-unlearned (also detectable), above it still leaks.")
+    return f"Coloured by distance from {row.target:g}, the ideal value (the other side means over-unlearning)."
 
 
 def runs_section(runs: list[Run]) -> str:
@@ -63,11 +75,14 @@ def metrics_section(runs: list[Run], rows: list[Row]) -> str:
         return '<h2>Metrics</h2><p class="meta">No eval/*.json results in these runs.</p>'
     body = []
     for row in rows:
-        tip = f' title="{escape(row.description)}"' if row.description else ""
+        text = " ".join(t for t in (row.description, _target_note(row)) if t)
+        tip = f' title="{escape(text)}"' if text else ""
         cells = "".join(f'<td class="{m}">{fmt(v)}</td>' if m else f"<td>{fmt(v)}</td>"
                         for v, m in zip(row.values, row.marks))
-        body.append(f'<tr><td class="name"{tip}>{escape(row.key)} <span class="dir">{_direction(row.higher_is_better)}</span></td>{cells}</tr>')
-    legend = '<p class="legend"><span class="best">best run</span><span class="worst">worst run</span> per metric, by its direction.</p>'
+        body.append(f'<tr><td class="name"{tip}>{escape(row.key)} <span class="dir">{_direction(row)}</span></td>{cells}</tr>')
+    legend = ('<p class="legend"><span class="best">best run</span><span class="worst">worst run</span> per metric, '
+              "by its direction; membership-inference AUCs by distance from 0.5 (no leak; lower means "
+              "over-unlearning) and privleak by distance from 0.</p>")
     return f"<h2>Metrics</h2>{legend}<table>{_th(['metric'] + [r.name for r in runs])}{''.join(body)}</table>"
 
 

@@ -36,10 +36,11 @@ def render_markdown(title: str, runs: list[Run], rows: list[Row], points: list[A
                        [[_esc(run), _esc(fn), fmt(f.value), _esc(un), fmt(u.value)] for run, (fn, f), (un, u) in points]), ""]
     if rows:
         arrow = {True: " ↑", False: " ↓", None: ""}
-        out += ["## Metrics", "", "Best run per metric in **bold**, worst in _italics_ (↑ higher is better, ↓ lower is better).", "",
+        out += ["## Metrics", "", "Best run per metric in **bold**, worst in _italics_ (↑ higher is better, ↓ lower is better, "
+                "↔ x: closest to x is best, e.g. membership-inference AUC at 0.5).", "",
                 _table(["metric"] + [r.name for r in runs],
-                       [[_esc(row.key) + arrow[row.higher_is_better]] + [_styled(v, m) for v, m in zip(row.values, row.marks)]
-                        for row in rows]), ""]
+                       [[_esc(row.key) + (f" ↔ {row.target:g}" if row.target is not None else arrow[row.higher_is_better])]
+                        + [_styled(v, m) for v, m in zip(row.values, row.marks)] for row in rows]), ""]
     for r in runs:
         if r.spunge:
             metrics: list[str] = []

@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import io
 import math
+import statistics
 from typing import Any
 
 from .runs import Metric, Run, is_finite
+from .table import target
 
 # Points per run: a distinct colour + marker so runs stay tellable apart in greyscale too.
 MARKERS = "osD^vP*Xhp<>"
@@ -41,6 +43,8 @@ def _colour(i: int) -> str:
 
 
 def _axis_label(name: str, m: Metric) -> str:
+    if target(name) is not None:
+        return f"{name} (closest to {target(name):g} is best)"
     if m.higher_is_better is None:
         return name
     return f"{name} ({'higher' if m.higher_is_better else 'lower'} is better)"
@@ -67,7 +71,13 @@ def tradeoff(points: list[tuple[str, tuple[str, Metric], tuple[str, Metric]]]) -
     uname, um = pts[0][2]
     ax.set_xlabel(_axis_label(fname, fm))
     ax.set_ylabel(_axis_label(uname, um))
-    corner = _ideal_corner(fm.higher_is_better, um.higher_is_better)
+    for t, line in ((target(fname), ax.axvline), (target(uname), ax.axhline)):
+        if t is not None:  # an ideal inside the range (MIA AUC 0.5): mark it
+            line(t, color="0.5", linestyle="--", linewidth=1, zorder=1)
+    if target(fname) is not None or target(uname) is not None:
+        corner = "on the dashed line" + ("" if target(uname) is not None else f", {'top' if um.higher_is_better else 'bottom'}")
+    else:
+        corner = _ideal_corner(fm.higher_is_better, um.higher_is_better)
     ax.set_title("Forget vs utility trade-off" + (f" (ideal: {corner})" if corner else ""))
     ax.margins(0.15)  # room for the point labels at the edges
     ax.grid(True, alpha=0.3)
@@ -97,28 +107,81 @@ def curve_keys(runs: list[Run]) -> list[str]:
 
 
 def training_curves(runs: list[Run]) -> str | None:
-    """Small multiples: one panel per logged quantity, one line per run, against ``step``."""
+    """The training-curve figure (``curves_figure``) as a data URI, or None without logs."""
+    fig = curves_figure(runs)
+    return to_data_uri(fig) if fig is not None else None
+
+
+def curves_figure(runs: list[Run]):
+    """Small multiples against ``step``: ``loss`` gets one panel per run (each method's loss is on
+    its own scale, e.g. RMU's in the hundreds next to NPO's below 1, and is not comparable across
+    methods), every other logged quantity one panel with a line per run, on a log scale when the
+    runs' magnitudes differ by more than 10x (``_scale``). None when no run logged anything."""
     keys = curve_keys(runs)
     if not keys:
         return None
-    cols = min(2, len(keys))
-    rows = math.ceil(len(keys) / cols)
-    fig = _figure(5.2 * cols, 3.2 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, key in zip(axes, keys):
-        for i, r in enumerate(runs):
-            pts = [(row.get("step", j), row[key]) for j, row in enumerate(r.log) if is_finite(row.get(key))]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, color=_colour(i), marker=MARKERS[i % len(MARKERS)], markersize=3,
-                        markevery=max(1, len(xs) // 10), label=r.name)
-        ax.set_title(key, fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(True, alpha=0.3)
-    for ax in axes[len(keys):]:
-        ax.set_visible(False)
-    axes[0].legend(fontsize=8)
-    return to_data_uri(fig)
+    loss_runs = [(i, r) for i, r in enumerate(runs) if "loss" in keys and _series(r, "loss")]
+    shared = [k for k in keys if k != "loss"]
+    lcols = min(4, len(loss_runs)) or 1
+    lrows = math.ceil(len(loss_runs) / lcols)
+    scols = min(2, len(shared)) or 1
+    srows = math.ceil(len(shared) / scols)
+    heights = [2.4 * lrows, 3.2 * srows]
+    fig = _figure(10.4, sum(heights))
+    top, bottom = fig.subfigures(2, 1, height_ratios=heights) if lrows and srows else (fig, fig)
+    if loss_runs:
+        axes = top.subplots(lrows, lcols, squeeze=False).ravel()
+        for ax, (i, r) in zip(axes, loss_runs):
+            _plot(ax, i, r, "loss")
+            ax.set_title(f"loss: {r.name}", fontsize=9, color=_colour(i))
+        for ax in axes[len(loss_runs):]:
+            ax.set_visible(False)
+        top.suptitle("loss, one axis per run", fontsize=10)
+    if shared:
+        axes = bottom.subplots(srows, scols, squeeze=False).ravel()
+        for ax, key in zip(axes, shared):
+            series = [_series(r, key) for r in runs]
+            for i, r in enumerate(runs):
+                _plot(ax, i, r, key)
+            scale = _scale(ax, [[y for _, y in s] for s in series if s])
+            ax.set_title(key + ("" if scale == "linear" else f" ({scale} scale)"), fontsize=10)
+        for ax in axes[len(shared):]:
+            ax.set_visible(False)
+        axes[0].legend(fontsize=8)
+    return fig
+
+
+def _series(run: Run, key: str) -> list[tuple[float, float]]:
+    return [(row.get("step", j), row[key]) for j, row in enumerate(run.log) if is_finite(row.get(key))]
+
+
+def _plot(ax, i: int, run: Run, key: str) -> None:
+    pts = _series(run, key)
+    if pts:
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, color=_colour(i), marker=MARKERS[i % len(MARKERS)], markersize=3,
+                markevery=max(1, len(xs) // 10), label=run.name)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, alpha=0.3)
+
+
+def _scale(ax, series: list[list[float]]) -> str:
+    """Put ``ax`` on a log y scale when the series' typical magnitudes (medians of |y|) differ by more
+    than 10x, so a large-valued run does not flatten the others; symlog when a value is <= 0."""
+    mags = sorted(statistics.median(abs(y) for y in ys) for ys in series if any(y != 0 for y in ys))
+    if len(mags) < 2 or mags[0] == 0 or mags[-1] / mags[0] <= 10:
+        return "linear"
+    if all(y > 0 for ys in series for y in ys):
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1-2-5 ticks, plain numbers
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        return "log"
+    ax.set_yscale("symlog", linthresh=mags[0])
+    return "symlog"
 
 
 def attribute_bars(run: Run) -> str | None:

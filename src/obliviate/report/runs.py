@@ -12,7 +12,10 @@ A run directory may hold (every piece optional; the report skips what is missing
 - ``attacks.json``: knowledge-recovery attack results.
 
 Readers are tolerant: a file that is absent yields an empty section; a file that exists but is
-not valid JSON raises ``DataError`` naming it, since a silently dropped result would mislead.
+not valid JSON (or YAML), or holds the wrong kind of value, raises ``DataError`` naming it, since a
+silently dropped result would mislead. ``read_runs`` reads many directories and sets aside, with
+the reason, the ones that cannot be read or are not runs at all, so one bad directory neither
+stops a multi-run report nor passes as a run with no results.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class Run:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"'{path}' is not valid JSON ({e}); re-run the step that wrote it.") from None
 
 
@@ -170,11 +173,14 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
         raise DataError(f"Run directory '{p}' does not exist; pass directories written by `obliviate unlearn`.")
     run = Run(name=name or p.name, path=p)
     if (p / "config.yaml").is_file():
-        run.config_text = (p / "config.yaml").read_text(encoding="utf-8")
+        run.config_text = _read_config(p / "config.yaml")
     run.log = [r for r in read_jsonl(p / "train_log.jsonl") if isinstance(r, dict)]
     run.metrics = read_eval(p)
     summary = _read_json(p / "summary.json") if (p / "summary.json").is_file() else {}
-    if isinstance(summary, dict):
+    if not isinstance(summary, dict):
+        raise DataError(f"'{p / 'summary.json'}' holds a {type(summary).__name__}, not a mapping of fields "
+                        f"(method, forget_metric, ...).")
+    if summary:
         run.method = summary.get("method") if isinstance(summary.get("method"), str) else None
         run.forget = _headline(summary.get("forget_metric"), run.metrics, "forget")
         run.utility = _headline(summary.get("utility_metric"), run.metrics, "utility")
@@ -185,6 +191,38 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     if (p / "attacks.json").is_file():
         run.attacks = _rows(_read_json(p / "attacks.json"))
     return run
+
+
+def _read_config(path: Path) -> str:
+    """config.yaml's text, refusing one that is not a YAML mapping."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DataError(f"'{path}' is not valid YAML ({str(e).splitlines()[0]}).") from None
+    if data is not None and not isinstance(data, dict):
+        raise DataError(f"'{path}' holds a {type(data).__name__}, not a run config mapping.")
+    return text
+
+
+def read_runs(paths: list[Path], names: list[str] | None = None) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """Read every directory; returns the runs and ``(path, reason)`` for each one set aside: not a
+    directory, unreadable files, or nothing a run writes (no config, log, eval results or summary)."""
+    runs, skipped = [], []
+    for p, name in zip(paths, names or [None] * len(paths)):
+        try:
+            run = read_run(p, name)
+        except DataError as e:
+            skipped.append((Path(p), str(e)))
+            continue
+        if not (run.config_text or run.log or run.metrics or run.method or run.spunge or run.attacks):
+            skipped.append((Path(p), "not a run directory: no readable config.yaml, train_log.jsonl records, "
+                                     "eval/*.json or summary.json"))
+            continue
+        runs.append(run)
+    return runs, skipped
 
 
 def _method_from_config(text: str) -> str | None:

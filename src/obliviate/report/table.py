@@ -3,10 +3,16 @@
 A row's direction comes from the metric's ``higher_is_better`` (the first run that states it);
 rows without a direction, or with fewer than two distinct finite values, are not coloured.
 Ties share the mark (two runs at the best value are both "best").
+
+Some metrics are best at a value inside their range (``target``): a membership-inference AUC at
+0.5 (members look like non-members; below 0.5 the model has over-unlearned, which is itself a
+detectable signal) and MUSE's privleak at 0. Those rows are marked by distance from the target,
+whatever ``higher_is_better`` says.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .runs import Metric, Run, find_metric, is_finite
@@ -14,6 +20,16 @@ from .runs import Metric, Run, find_metric, is_finite
 # When summary.json names no headline metrics, the first match in each list is used.
 FORGET_GUESSES = ("forget_quality", "forget_prob", "forget_q_a_prob", "forget_rouge", "forget")
 UTILITY_GUESSES = ("model_utility", "utility", "retain_prob", "retain", "mmlu", "accuracy")
+
+
+# (pattern on the metric's bare name, ideal value): MIA AUCs (auc_loss, mia_auc, ...) and privleak.
+TARGETS = ((re.compile(r"(^|_)auc($|_)"), 0.5), (re.compile(r"(^|_)privleak($|_)"), 0.0))
+
+
+def target(key: str) -> float | None:
+    """The ideal value of metric ``key`` when it lies inside the range (MIA AUC: 0.5, privleak: 0)."""
+    bare = key.split("/", 1)[-1].lower()
+    return next((t for pattern, t in TARGETS if pattern.search(bare)), None)
 
 
 @dataclass(frozen=True)
@@ -25,11 +41,16 @@ class Row:
     description: str
     values: list[float | None]
     marks: list[str]
+    target: float | None = None  # marked by distance from this value (see ``target``)
 
 
-def mark(values: list[float | None], higher_is_better: bool | None) -> list[str]:
-    """'best' / 'worst' / '' per value, by direction; ties share a mark."""
+def mark(values: list[float | None], higher_is_better: bool | None, target: float | None = None) -> list[str]:
+    """'best' / 'worst' / '' per value, by direction, or by distance from ``target`` when given
+    (closest is best); ties share a mark."""
     finite = [v for v in values if is_finite(v)]
+    if target is not None:
+        dist = [abs(v - target) if is_finite(v) else None for v in values]
+        return mark(dist, False)
     if higher_is_better is None or len(set(finite)) < 2:
         return [""] * len(values)
     best = max(finite) if higher_is_better else min(finite)
@@ -48,7 +69,8 @@ def metric_rows(runs: list[Run]) -> list[Row]:
         hib = next((m.higher_is_better for m in ms if m is not None and m.higher_is_better is not None), None)
         desc = next((m.description for m in ms if m is not None and m.description), "")
         values = [m.value if m is not None else None for m in ms]
-        rows.append(Row(k, hib, desc, values, mark(values, hib)))
+        t = target(k)
+        rows.append(Row(k, hib, desc, values, mark(values, hib, t), t))
     return rows
 
 

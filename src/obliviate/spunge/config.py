@@ -7,7 +7,7 @@
     train: {lr: 1.0e-5, max_steps: 5}       # per subset; the unsplit base run gets the sum
     split: {by: author}
     overrides: {"3": {lr: 2.0e-5}}          # per-subset method/train options
-    merge: {method: ties, density: 0.2, lam: 1.0}
+    merge: {method: ties, density: 0.2, lam: 1.0}   # preset: paper (default), mergekit or legacy
     auto_merge: {densities: [0.1, 0.2, 0.5], lams: [0.5, 1.0, 2.0]}   # optional
     backend: {name: sequential}
     output_dir: runs/spunge_tofu
@@ -60,7 +60,7 @@ class SpungeConfig:
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Per-subset optimisation settings."})
     data: EncodeConfig = field(default_factory=EncodeConfig, metadata={"help": "Tokenisation settings."})
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "Subset value -> method/train options for that subset."})
-    merge: MergeConfig = field(default_factory=MergeConfig, metadata={"help": "Merge operator and its settings."})
+    merge: MergeConfig = field(default_factory=MergeConfig, metadata={"help": "Merge operator and its settings (TIES rules: preset 'paper' by default, the TIES reference code's; 'mergekit' or 'legacy', or the single options trim_scope/trim_count/sign_tie/normalize)."})
     auto_merge: AutoMergeConfig | None = field(default=None, metadata={"help": "Choose density/lambda on a validation split (overrides merge.density/lam)."})
     backend: BackendConfig = field(default_factory=BackendConfig, metadata={"help": "Where subset runs execute."})
     eval_sets: tuple[EvalSet, ...] = field(default=(), metadata={"help": "Extra evaluation sets (e.g. ToxiGen neutral statements by group)."})

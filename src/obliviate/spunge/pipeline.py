@@ -21,11 +21,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..api import prepare_run_dir, split_options
+from ..api import split_options
 from ..config import dump_yaml, from_dict, to_dict
 from ..engine.config import TrainConfig
 from ..engine.loop import total_steps
-from ..io import write_json, write_text
+from ..io import run_directory, write_json, write_text
 from ..merge import MergeConfig, merge_files
 from ..methods import METHODS
 from .config import SpungeConfig
@@ -88,9 +88,13 @@ def build_jobs(cfg: SpungeConfig, run: Path, base: Path, subsets: dict[str, list
 
 
 def run_spunge(cfg: SpungeConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Run the whole pipeline; returns the report dict (also written to the run dir)."""
-    run = prepare_run_dir(cfg.output_dir, overwrite=overwrite, resume=resume)
-    assert run is not None
+    """Run the whole pipeline; returns the report dict (also written to the run dir). With ``overwrite``
+    the old run directory is replaced only once the new run has finished (``io.run_directory``)."""
+    with run_directory(cfg.output_dir, overwrite=overwrite, resume=resume) as run:
+        return _pipeline(cfg, run)
+
+
+def _pipeline(cfg: SpungeConfig, run: Path) -> dict[str, Any]:
     write_text(run / "spunge.yaml", dump_yaml(cfg))
     forget = cfg.forget.load()
     subsets = split_records(forget, cfg.split)
