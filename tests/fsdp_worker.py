@@ -107,4 +107,8 @@ if __name__ == "__main__":
         combined_gradients(sys.argv[2])
     else:  # train OUT METHOD STEPS [resume]
         train_run(sys.argv[2], sys.argv[3], int(sys.argv[4]), resume=len(sys.argv) > 5)
+    # Every rank finishes its collectives (and rank 0 its file) before the group goes: tearing
+    # gloo down while the other rank is still inside one aborted a worker ("terminate called
+    # without an active exception", seen once in a CI-like run).
+    dist.barrier()
     dist.destroy_process_group()
