@@ -29,12 +29,11 @@ os.environ.setdefault("OBLIVIATE_CACHE", str(Path(__file__).resolve().parents[1]
 import numpy as np  # noqa: E402
 
 import obliviate  # noqa: E402
-from obliviate.analysis.mi import last_token_states, plot_selection, select_from_states  # noqa: E402
+from obliviate.analysis.mi import layer_states, plot_selection, select_from_states  # noqa: E402
 from obliviate.data.encode import encode_records  # noqa: E402
 from obliviate.demo_metrics import GENERAL_TEXT  # noqa: E402
 from obliviate.eval.general import perplexity  # noqa: E402
 from obliviate.eval.qa import answer_logprobs, answer_prob  # noqa: E402
-from obliviate.methods.representation import num_layers  # noqa: E402
 from obliviate.planted import planted_model  # noqa: E402
 
 
@@ -65,12 +64,11 @@ def main() -> None:
     kept = [f for f in facts if f["person"] not in people]
     path = planted_model(args.model, facts, steps=20, lr=2e-4, batch_size=6, progress=False)
     model, tok = obliviate.load_model(path)
-    layers = args.layers if args.layers is not None else list(range(num_layers(model)))
     before = measure(model, tok, forget, kept)
     print("planted:", before, flush=True)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    fs = last_token_states(model, encode_records(tok, forget)[:args.samples], pad, layers)
-    rs = last_token_states(model, encode_records(tok, kept)[:args.samples], pad, layers)
+    layers, fs, rs = layer_states(model, encode_records(tok, forget)[:args.samples],
+                                  encode_records(tok, kept)[:args.samples], pad, args.layers)
     ref = select_from_states(fs, rs, layers)
     ksg = select_from_states(fs, rs, layers, estimator="ksg", components=args.components)
     rows = []

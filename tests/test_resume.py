@@ -42,7 +42,6 @@ def test_resume_matches_uninterrupted(tmp_path, method):
     assert [r["step"] for r in res.log] == [4, 5, 6, 7, 8]
     for (n, a), (_, b) in zip(m1.state_dict().items(), m3.state_dict().items()):
         assert torch.equal(a, b), n
-    log = obliviate.io.read_jsonl(tmp_path / "b" / "train_log.jsonl") if hasattr(obliviate, "io") else None
     from obliviate.io import read_jsonl
 
     assert [r["step"] for r in read_jsonl(tmp_path / "b" / "train_log.jsonl")] == list(range(1, 9))

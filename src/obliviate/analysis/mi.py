@@ -187,14 +187,20 @@ def select_layer(model, forget: list[dict[str, Any]], retain: list[dict[str, Any
                  n_samples: int = 30, layers: Sequence[int] | None = None, pca_variance: float = 0.95,
                  estimator: str = "reference", components: int = 4) -> LayerSelection:
     """FALCON's layer choice on encoded examples: the first ``n_samples`` of each set, all blocks by default."""
+    layers, fs, rs = layer_states(model, forget[:n_samples], retain[:n_samples], pad_id, layers)
+    return select_from_states(fs, rs, layers, pca_variance, estimator, components)
+
+
+def layer_states(model, forget: list[dict[str, Any]], retain: list[dict[str, Any]], pad_id: int,
+                 layers: Sequence[int] | None = None, what: str = "layers") -> tuple[tuple[int, ...], list, list]:
+    """(checked layers, forget states, retain states) per layer, ready for ``select_from_states`` with
+    any estimator (the forwards are the costly part: compute them once, compare estimators after)."""
     from ..methods.representation import check_layer, num_layers
 
     layers = tuple(layers) if layers is not None else tuple(range(num_layers(model)))
     for l in layers:
-        check_layer(model, l, "layers")
-    fs = last_token_states(model, forget[:n_samples], pad_id, layers)
-    rs = last_token_states(model, retain[:n_samples], pad_id, layers)
-    return select_from_states(fs, rs, layers, pca_variance, estimator, components)
+        check_layer(model, l, what)
+    return layers, last_token_states(model, forget, pad_id, layers), last_token_states(model, retain, pad_id, layers)
 
 
 def plot_selection(sel: LayerSelection, path: str | Path, title: str = "I(F; R) per layer",

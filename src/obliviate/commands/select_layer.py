@@ -28,7 +28,8 @@ def register(sub, name: str) -> None:
 
 
 def run(args) -> int:
-    from ..analysis import plot_selection, select_layer
+    from ..analysis import plot_selection
+    from ..analysis.mi import layer_states, select_from_states
     from ..data.encode import encode_records
     from ..data.records import load_records
     from ..errors import ConfigError
@@ -38,6 +39,8 @@ def run(args) -> int:
         raise ConfigError(f"--samples must be at least 3, got {args.samples}.")
     if not 0 < args.pca_variance <= 1:
         raise ConfigError(f"--pca-variance must be in (0, 1], got {args.pca_variance}.")
+    if args.components < 1:
+        raise ConfigError(f"--components must be at least 1, got {args.components}.")
     try:
         layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     except ValueError:
@@ -46,17 +49,7 @@ def run(args) -> int:
     forget = encode_records(tok, load_records(args.forget)[: args.samples])
     retain = encode_records(tok, load_records(args.retain)[: args.samples])
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    if args.components < 1:
-        raise ConfigError(f"--components must be at least 1, got {args.components}.")
-    from ..analysis.mi import last_token_states, select_from_states
-
-    from ..methods.representation import check_layer, num_layers
-
-    layers = layers if layers is not None else list(range(num_layers(model)))
-    for layer in layers:
-        check_layer(model, layer, "--layers")
-    fs = last_token_states(model, forget, pad, layers)
-    rs = last_token_states(model, retain, pad, layers)
+    layers, fs, rs = layer_states(model, forget, retain, pad, layers, what="--layers")
     sel = select_from_states(fs, rs, layers, args.pca_variance)
     ksg = select_from_states(fs, rs, layers, estimator="ksg", components=args.components)
     print(f"{'layer':>5}  {'I(F;R) ref':>10}  {'H(F)':>10}  {'H(R)':>10}  {'H(F,R)':>10}  {'I(F;R) ksg':>10}")

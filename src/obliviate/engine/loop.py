@@ -39,8 +39,7 @@ from .checkpoint import (apply_checkpoint, check_resume_config, list_checkpoints
 from .config import TrainConfig
 from .lora import apply_lora
 from .placement import place_frozen
-from .sharding import (full_model_state, full_optimizer_state, is_fsdp, is_sharded, load_full_model_state,
-                       load_full_optimizer_state, reshard, shard_dot, unsharded_copy)
+from .sharding import full_model_state, full_optimizer_state, is_fsdp, is_sharded, reshard, shard_dot, unsharded_copy
 from .stream import Stream
 
 Callback = Callable[[int, dict[str, Any]], None]
