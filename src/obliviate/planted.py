@@ -1,9 +1,10 @@
-"""Planting knowledge to unlearn: fine-tune a model on generated facts, cached by content.
+"""Planting knowledge to unlearn: fine-tune a model on records, cached by content.
 
-``planted_model(base, facts, ...)`` returns the path of a model directory that has memorised
-``facts`` (QA records). The result is cached under ``$OBLIVIATE_CACHE/planted/<key>``, keyed by
-the base model, the facts and the training settings, and written atomically, so the demo and
-the tests pay for planting once.
+``finetuned_model(base, records, options, kind)`` returns the path of a model directory fine-tuned
+on ``records`` with ``obliviate.finetune`` ``options``, cached under ``$OBLIVIATE_CACHE/<kind>/<key>``
+(keyed by the base model's fingerprint, the records and the options; written atomically; an
+interrupted fine-tune resumes). ``planted_model(base, facts, ...)`` is the demo's and the tests'
+short recipe on generated facts; the TOFU bench's target and retain models use the same cache.
 """
 
 from __future__ import annotations
@@ -24,18 +25,9 @@ log = logging.getLogger(__name__)
 def planted_model(base: str, facts: list[dict[str, Any]], steps: int = 24, lr: float = 2e-4, batch_size: int = 8,
                   seed: int = 0, progress: bool = True) -> Path:
     """Fine-tune ``base`` on ``facts`` (answer-token NLL) and cache the result; return its directory."""
-    key = hashlib.sha256(json.dumps([base, facts, steps, lr, batch_size, seed], sort_keys=True).encode()).hexdigest()[:16]
-    target = cache_dir() / "planted" / key
-    if (target / "config.json").is_file():
-        return target
-    log.warning("Planting %d facts into %s (%d steps, cached afterwards in %s)", len(facts), base, steps, target)
-    model, tok = load_model(base)
-    finetune(model, tok, facts, max_steps=steps, lr=lr, batch_size=batch_size, warmup_steps=2, scheduler="constant",
-             seed=seed, max_grad_norm=1.0, progress=progress)
-    with atomic_path(target, is_dir=True) as tmp:
-        save_model(model, tok, tmp)
-        (tmp / "facts.json").write_text(json.dumps(facts, indent=1))
-    return target
+    options = dict(max_steps=steps, lr=lr, batch_size=batch_size, warmup_steps=2, scheduler="constant", seed=seed,
+                   max_grad_norm=1.0)
+    return finetuned_model(base, facts, options, kind="planted", progress=progress)
 
 
 def _fingerprint(base: str) -> list:
@@ -68,7 +60,8 @@ def finetuned_model(base: str, records: list[dict[str, Any]], options: dict[str,
              checkpoint_every=50, keep_checkpoints=1, **options)
     with atomic_path(target, is_dir=True) as tmp:
         save_model(model, tok, tmp)
-        (tmp / "finetune.json").write_text(json.dumps({"base": base, "options": options, "records": len(records)}, indent=1))
+        (tmp / "finetune.json").write_text(json.dumps({"base": base, "options": options}, indent=1))
+        (tmp / "records.json").write_text(json.dumps(records, indent=1))
     import shutil
 
     shutil.rmtree(run, ignore_errors=True)
