@@ -36,6 +36,7 @@ from typing import Literal, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ..errors import ConfigError, DataError, ModelError, did_you_mean
+from .toxicity import decode_text
 
 log = logging.getLogger(__name__)
 FORMAT = 1  # layout of a cached judge directory
@@ -76,20 +77,7 @@ class TfidfSettings:
 
 
 # ---- data ------------------------------------------------------------------------------------
-def decode_bytes_literal(raw: str) -> str:
-    """ToxiGen's ``b'...'`` text to str, without eval: ``ast.literal_eval`` of that literal only
-    (it evaluates literals, never code); anything else is returned stripped."""
-    import ast
-
-    s = str(raw).strip()
-    if len(s) >= 3 and s[0] == "b" and s[1] in "'\"" and s[-1] == s[1]:
-        try:
-            value = ast.literal_eval(s)
-        except (ValueError, SyntaxError):
-            return s[2:-1]
-        if isinstance(value, bytes):
-            return value.decode("utf-8", errors="replace")
-    return s
+decode_bytes_literal = decode_text  # ToxiGen's b'...' text (one implementation, in eval/toxicity.py)
 
 
 def annotated_path(path: str | os.PathLike) -> Path:

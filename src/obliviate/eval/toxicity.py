@@ -25,13 +25,16 @@ from ..errors import DataError
 
 
 def decode_text(raw: str) -> str:
-    """ToxiGen's ``b'...'`` literal to str (other strings are returned unchanged)."""
-    s = raw.strip()
-    if s[:2] in ("b'", 'b"'):
+    """ToxiGen's ``b'...'`` text to str, without eval: ``ast.literal_eval`` of that literal only
+    (it evaluates literals, never code); anything else is returned stripped."""
+    s = str(raw).strip()
+    if len(s) >= 3 and s[0] == "b" and s[1] in "'\"" and s[-1] == s[1]:
         try:
-            return ast.literal_eval(s).decode("utf-8", errors="replace")
+            value = ast.literal_eval(s)
         except (ValueError, SyntaxError):
             return s[2:-1]
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="replace")
     return s
 
 
