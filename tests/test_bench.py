@@ -188,3 +188,22 @@ def _muse_yaml(tmp_path) -> Path:
     p.write_text(yaml.safe_dump({"recipe_overrides": {"epochs": 3.0, "grad_accum": 1, "lr": 3e-3, "batch_size": 2},
                                  "batch_size": 2, "max_length": 32, "eval_max_length": 32}))
     return p
+
+
+def test_bench_lr_scale_rule():
+    """TOFU-rate methods are scaled by recipe lr / 1e-5 (cpu recipe: 50); RMU and FALCON keep their
+    papers' rates; a given --target means factor 1; an explicit lr_scale wins."""
+    from obliviate.bench import BenchTofuConfig
+    from obliviate.bench.defaults import method_options
+
+    cfg = BenchTofuConfig(tofu_dir="/data/tofu")
+    assert cfg.unlearn_lr_scale() == pytest.approx(5e-4 / 1e-5)
+    assert BenchTofuConfig(tofu_dir="/d", recipe="tofu").unlearn_lr_scale() == 1.0
+    assert BenchTofuConfig(tofu_dir="/d", target="/some/model").unlearn_lr_scale() == 1.0
+    assert BenchTofuConfig(tofu_dir="/d", target="/m", lr_scale=3.0).unlearn_lr_scale() == 3.0
+    assert method_options("npo", 50.0)["lr"] == pytest.approx(5e-4)
+    assert method_options("rmu", 50.0)["lr"] == METHOD_OPTIONS["rmu"]["lr"]
+    assert method_options("falcon", 50.0)["lr"] == METHOD_OPTIONS["falcon"]["lr"]
+    assert method_options("npo")["lr"] == METHOD_OPTIONS["npo"]["lr"]
+    with pytest.raises(ConfigError, match="lr_scale"):
+        BenchTofuConfig(tofu_dir="/d", lr_scale=0.0)

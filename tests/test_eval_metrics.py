@@ -143,3 +143,13 @@ def test_results_format_roundtrip(tmp_path):
                  "description": "d"}}, "items": {"forget_prob": [0.5, None]}, "meta": {}}
     back = load_suite(tmp_path, "tofu")
     assert back.value("forget_prob") == 0.25 and math.isnan(back.items["forget_prob"][1])
+
+
+def test_fluency_prompts_counts_and_zero():
+    """The first n long-enough paragraphs, cut to prompt_words; n = 0 gives none (not all)."""
+    from obliviate.eval.general import fluency_prompts
+
+    text = "\n\n".join([" = Heading = " + "x " * 10, "a " * 8, "b c " * 4, "d " * 3])
+    assert fluency_prompts(text, 5, prompt_words=4) == ["a a a a", "b c b c"]
+    assert fluency_prompts(text, 1, prompt_words=4) == ["a a a a"]
+    assert fluency_prompts(text, 0, prompt_words=4) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from obliviate.errors import ConfigError
 from obliviate.merge import MergeConfig, dare, merge_files, merge_state_dicts, trim_topk
-from obliviate.merge.ops import dare_generator
+from obliviate.merge import ties
+from obliviate.merge.ops import dare_generator, merge_model, task_vector
 
 BASE = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0])
 TAUS = [
@@ -324,3 +326,57 @@ def test_every_preset_streams_bit_identically(tmp_path, preset):
     merge_files(tmp_path / "base.safetensors", [tmp_path / f"m{i}.safetensors" for i in range(3)], tmp_path / "o.safetensors", cfg)
     streamed, in_memory = load_file(str(tmp_path / "o.safetensors")), merge_state_dicts(base, models, cfg)
     assert all(torch.equal(streamed[k], in_memory[k]) for k in base)
+
+
+def _legacy_reference(base, models, density, lam):
+    """obliviate 0.1's TIES (the baseline of benchmarks/merge_speed.py), written out: per tensor
+    keep |tau| >= its (n - ceil(d*n) + 1)-th smallest magnitude, elect sign(sum) with zero sums
+    taking the tensor's majority (+ on a tie), then the mean of the agreeing values (two passes)."""
+    out = {}
+    for name, b in base.items():
+        trimmed = []
+        for m in models:
+            tau = m[name].float() - b.float()
+            n, keep = tau.numel(), min(tau.numel(), math.ceil(density * tau.numel()))
+            if keep < n:
+                kth = torch.kthvalue(tau.abs().reshape(-1), n - keep + 1).values
+                tau = torch.where(tau.abs() >= kth, tau, torch.zeros_like(tau))
+            trimmed.append(tau)
+        total = trimmed[0]
+        for t in trimmed[1:]:
+            total = total + t
+        sign = torch.sign(total)
+        majority = torch.sign(sign.sum())
+        sign = torch.where(sign == 0, majority if majority != 0 else torch.ones_like(majority), sign)
+        agree_sum, count = torch.zeros_like(total), torch.zeros_like(total)
+        for t in trimmed:
+            agree = ((sign > 0) & (t > 0)) | ((sign < 0) & (t < 0))
+            agree_sum = agree_sum + torch.where(agree, t, torch.zeros_like(t))
+            count = count + agree.to(t.dtype)
+        out[name] = (b.float() + lam * (agree_sum / count.clamp_min(1))).to(b.dtype)
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_legacy_preset_is_bit_identical_to_obliviate_0_1(monkeypatch, k):
+    # small chunks: sums, zero-sum redos and the one-pass path cross many chunk boundaries
+    monkeypatch.setattr(ties, "chunk_size", lambda: 64)
+    g = torch.Generator().manual_seed(k)
+    base = {"a": torch.randn(37, 29, generator=g), "b": torch.randn(300, generator=g), "c": torch.randn(5, generator=g)}
+    base["a"][0, :7] = -0.0  # theta_0 = -0: a merged -0 vs +0 would show in the bytes
+    base["b"][:150] = -0.0
+    models = []
+    for i in range(k):
+        m = {n: b + torch.randint(-4, 5, b.shape, generator=g).float() * 0.25 for n, b in base.items()}
+        m["b"][150:] = base["b"][150:] + (1 if i % 2 else -1) * 0.5  # cancelling pairs: zero sums with kept values
+        m["b"][:150] = base["b"][:150] - (torch.arange(150) % 3 + 1).float() * 0.25  # negative majority
+        models.append(m)
+    for density, lam in ((0.2, 1.0), (0.5, 0.7), (1.0, 1.0)):
+        ref = _legacy_reference(base, models, density, lam)
+        cfg = MergeConfig(density=density, lam=lam, preset="legacy")
+        for group in sorted({1, 2, k}):
+            out = {}
+            merge_model(list(base), base.__getitem__, lambda i, n, b: task_vector(models[i][n], b), k, cfg,
+                        out.__setitem__, out.__setitem__, group=group)
+            for n in base:
+                assert torch.equal(out[n].view(torch.int32), ref[n].view(torch.int32)), (density, group, n)

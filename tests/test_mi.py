@@ -58,8 +58,8 @@ def test_select_layer_on_tiny_model_and_cli(tiny, tmp_path, capsys):
     out = capsys.readouterr().out
     ksg = select_layer(model, encode_records(tok, forget), encode_records(tok, retain), tok.pad_token_id, n_samples=10,
                        estimator="ksg")
-    assert rc == 0 and f"selected layer: {sel.layer} by the reference estimator" in out
-    assert f"{ksg.layer} by KSG" in out and (tmp_path / "mi.png").stat().st_size > 1000
+    assert rc == 0 and f"selected layer: {ksg.layer} by KSG (FALCON's default estimator" in out
+    assert f"{sel.layer} by the reference estimator" in out and (tmp_path / "mi.png").stat().st_size > 1000
     assert main(["select-layer", "--model", str(tmp_path / "m"), "--forget", str(tmp_path / "f.jsonl"),
                  "--retain", str(tmp_path / "r.jsonl"), "--layers", "9"]) == 2  # out of range: user error
 

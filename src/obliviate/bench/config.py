@@ -33,6 +33,9 @@ class Recipe:
                     scheduler="linear", seed=self.seed, max_grad_norm=1.0)
 
 
+TOFU_LR = 1e-5
+"""TOFU's fine-tuning (and unlearning) learning rate."""
+
 RECIPES: dict[str, Recipe] = {
     # TOFU's own fine-tuning recipe (Maini et al. 2024, finetune.py): for GPUs and 1B+ models.
     "tofu": Recipe(),
@@ -62,10 +65,11 @@ class BenchConfig:
     steps: int = field(default=20, metadata={"help": "Unlearning optimizer steps per method (the same for every method; SPUNGE: per subset)."})
     batch_size: int = field(default=8, metadata={"help": "Unlearning forget (and retain) batch size."})
     max_length: int = field(default=256, metadata={"help": "Token cap of one training sequence."})
-    eval_items: int | None = field(default=100, metadata={"help": "Items per eval set that is not the forget split (None: all)."})
+    eval_items: int | None = field(default=40, metadata={"help": "Items per eval set that is not the forget split (None: all; 40 = the size of forget01, keeps the CPU default under an hour)."})
     eval_batch_size: int = field(default=16, metadata={"help": "Items per scoring / generation batch."})
     keep_models: bool = field(default=False, metadata={"help": "Save every unlearned model under <out>/<method>/model (about one model size each)."})
     seed: int = field(default=0, metadata={"help": "Seed of every unlearning run."})
+    lr_scale: float | None = field(default=None, metadata={"help": "Factor on the learning rate of every method whose shipped lr is TOFU's 1e-5 (None: the recipe's lr / 1e-5 when the bench fine-tunes the target, 1 for a given --target)."})
 
     def __post_init__(self):
         from ..methods import METHODS
@@ -86,6 +90,22 @@ class BenchConfig:
                 raise ConfigError(f"bench '{key}' must be >= 1, got {getattr(self, key)}.")
         if self.eval_items is not None and self.eval_items < 2:
             raise ConfigError(f"bench 'eval_items' must be >= 2 (or null for all), got {self.eval_items}.")
+        if self.lr_scale is not None and not self.lr_scale > 0:
+            raise ConfigError(f"bench 'lr_scale' must be > 0 (or null for the recipe's rule), got {self.lr_scale}.")
+
+    def unlearn_lr_scale(self) -> float:
+        """The factor on TOFU-rate methods' learning rate (see ``defaults.scaled_lr``).
+
+        TOFU unlearns at the rate it fine-tuned with (1e-5 both); a target taught at 50x that rate
+        (the ``cpu`` recipe, 5e-4) is untaught at 50x too, so every likelihood method gets the same
+        budget relative to how the facts were learned. A given ``--target`` was made elsewhere
+        (e.g. a published TOFU fine-tune at 1e-5): factor 1.
+        """
+        if self.lr_scale is not None:
+            return float(self.lr_scale)
+        if self.target is not None:
+            return 1.0
+        return self.finetune_recipe().lr / TOFU_LR
 
     def finetune_recipe(self) -> Recipe:
         names = [f.name for f in fields(Recipe)]

@@ -33,10 +33,20 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
 # ``epsilon`` (the shipped 2.7 is SmolLM2's retain NLL before fine-tuning; the bench uses the
 # target's own mean retain NLL + 0.1, the rule of PDU's README: "somewhat above the starting
 # model's retain loss").
+TOFU_UNLEARN_LR = 1e-5
 DATA_OPTIONS = {"dpo": ("refusals",), "idknll": ("refusals",), "pdu": ("epsilon",)}
 PDU_EPSILON_MARGIN = 0.1
 
 
-def method_options(name: str) -> dict[str, Any]:
-    """The bench options of ``name`` (a registered method; unknown ones run with their config defaults)."""
-    return dict(METHOD_OPTIONS.get(name, {}))
+def method_options(name: str, lr_scale: float = 1.0) -> dict[str, Any]:
+    """The bench options of ``name`` (a registered method; unknown ones run with their config defaults).
+
+    ``lr_scale`` multiplies the lr of the methods that ship TOFU's unlearning rate (1e-5: GA,
+    GradDiff, NPO, SimNPO, DI, TVN, the IdK/WGA/SatImp/CEU/PDU family). RMU and FALCON keep their
+    papers' rates: they move activations towards a steering target, and their rate was not set
+    relative to how the model was fine-tuned (``BenchConfig.unlearn_lr_scale`` gives the factor).
+    """
+    opts = dict(METHOD_OPTIONS.get(name, {}))
+    if lr_scale != 1.0 and opts.get("lr") == TOFU_UNLEARN_LR:
+        opts["lr"] = TOFU_UNLEARN_LR * lr_scale
+    return opts

@@ -28,7 +28,7 @@ COLUMNS = (
     ("privleak", "muse/privleak", "PrivLeak (0 ideal)"),
 )
 ROW_KEYS = ("data", "corpus", "model", "target", "retain_model", "recipe", "recipe_overrides", "train_items", "steps",
-            "batch_size", "max_length", "eval_items", "eval_max_length", "seed")
+            "batch_size", "max_length", "eval_items", "eval_max_length", "seed", "lr_scale")
 
 
 def chunk_texts(texts: list[str], max_length: int) -> list[dict[str, Any]]:
@@ -71,7 +71,8 @@ def plan_muse(cfg: BenchMuseConfig) -> Plan:
         methods=cfg.methods, forget=forget, retain=retain1, target_train=forget + retain1 + retain2,
         retain_train=retain1 + retain2, finetune_options=cfg.finetune_recipe().train_options, suites=("muse",),
         eval_config=eval_config, columns=COLUMNS, config=asdict(cfg),
-        method_settings={k: getattr(cfg, k) for k in ("steps", "batch_size", "max_length", "seed", "keep_models")},
+        method_settings={**{k: getattr(cfg, k) for k in ("steps", "batch_size", "max_length", "seed", "keep_models")},
+                         "lr_scale": cfg.unlearn_lr_scale()},
         target=cfg.target, retain_model=cfg.retain_model, self_reference=_self_reference, cache_kind="bench_muse",
         forget_metric="muse/knowmem_f", utility_metric="muse/knowmem_r",
         notes=["ROUGE-L F1 as MUSE; PrivLeak: (AUC - AUC_retain) / AUC_retain x 100 with MUSE's AUC direction "

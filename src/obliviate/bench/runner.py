@@ -56,7 +56,7 @@ class Plan:
     """(leaderboard key, suite/metric, header)."""
     config: dict[str, Any]
     method_settings: dict[str, Any]
-    """steps, batch_size, max_length, seed, keep_models."""
+    """steps, batch_size, max_length, seed, keep_models, lr_scale."""
     target: str | None = None
     retain_model: str | None = None
     split_by: str | None = None
@@ -177,7 +177,7 @@ def _unlearn(plan: Plan, name: str, model, tok, run_dir: Path, progress: bool):
 
     s = plan.method_settings
     base = _base(name)
-    opts = {**method_options(base), **data_options(plan, base, model, tok), "max_steps": s["steps"],
+    opts = {**method_options(base, s.get("lr_scale", 1.0)), **data_options(plan, base, model, tok), "max_steps": s["steps"],
             "batch_size": s["batch_size"], "seed": s["seed"], "max_length": s["max_length"], "progress": progress}
     if name.startswith("spunge:"):
         from ..demo import spunge_in_memory

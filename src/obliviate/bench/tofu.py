@@ -33,7 +33,7 @@ COLUMNS = (  # (leaderboard key, suite/metric, header)
     ("extraction_strength", "memorisation/extraction_strength", "extraction strength ↓"),
 )
 ROW_KEYS = ("tofu_dir", "model", "forget_split", "authors", "target", "retain_model", "recipe", "recipe_overrides",
-            "steps", "batch_size", "max_length", "eval_items", "gen_max_length", "seed")
+            "steps", "batch_size", "max_length", "eval_items", "gen_max_length", "seed", "lr_scale")
 RETAIN_SPLITS = ("retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
 
 
@@ -112,7 +112,8 @@ def plan_tofu(cfg: BenchTofuConfig) -> Plan:
         methods=cfg.methods, forget=forget, retain=retain_train, target_train=target_train, retain_train=retain_train,
         finetune_options=recipe.train_options, suites=("tofu", "mia", "memorisation"), eval_config=eval_config,
         columns=COLUMNS, config=asdict(cfg),
-        method_settings={k: getattr(cfg, k) for k in ("steps", "batch_size", "max_length", "seed", "keep_models")},
+        method_settings={**{k: getattr(cfg, k) for k in ("steps", "batch_size", "max_length", "seed", "keep_models")},
+                         "lr_scale": cfg.unlearn_lr_scale()},
         target=cfg.target, retain_model=cfg.retain_model, split_by="author", self_reference=_self_reference,
         refusals=_refusals(cfg),
         cache_kind="bench_tofu", forget_metric="tofu/forget_quality", utility_metric="tofu/model_utility",

@@ -13,8 +13,10 @@ EPILOG = """examples:
   obliviate eval --model M --suite ppl --wikitext ../shared/data/wikitext2 --reference-model smollm2-135m --out R
   obliviate eval --model M --suite tofu --suite mia --data-dir ../shared/data/tofu --max-items 10 --out R --force
   obliviate eval --model M --suite tofu --data-dir ../shared/data/tofu --preset open-unlearning --out R
-      # open-unlearning's published settings: chat template, system prompt "You are a helpful assistant.",
-      # up to 200 new tokens per answer (override any of them: --system-prompt "", --gen-max-new-tokens 64)
+      # open-unlearning's settings and definitions: chat template, system prompt "You are a helpful assistant.",
+      # up to 200 new tokens per answer, answer scored with its end of turn + EOS, pad (= end-of-turn) tokens
+      # masked out of attention, its ES / Min-K% / privleak formulas (eval/metrics.py lists each); any
+      # option given explicitly wins (--system-prompt "", --gen-max-new-tokens 64)
 
 prompt encoding: --template/--system-prompt/--max-length, else the --preset's, else the training run's
 data: section (found from --model RUN/model or --out RUN), else the defaults; recorded in each

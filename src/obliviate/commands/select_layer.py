@@ -54,9 +54,9 @@ def run(args) -> int:
     ksg = select_from_states(fs, rs, layers, estimator="ksg", components=args.components)
     print(f"{'layer':>5}  {'I(F;R) ref':>10}  {'H(F)':>10}  {'H(R)':>10}  {'H(F,R)':>10}  {'I(F;R) ksg':>10}")
     for l, e, k in zip(sel.layers, sel.estimates, ksg.estimates):
-        mark = ("  <- lowest (reference)" if l == sel.layer else "") + ("  <- lowest (ksg)" if l == ksg.layer else "")
+        mark = ("  <- lowest (ksg, default)" if l == ksg.layer else "") + ("  <- lowest (reference)" if l == sel.layer else "")
         print(f"{l:>5}  {e.mi:>10.4f}  {e.h_forget:>10.4f}  {e.h_retain:>10.4f}  {e.h_joint:>10.4f}  {k.mi:>10.4f}{mark}")
     path = plot_selection(sel, args.out, title=f"I(F; R) per layer: {args.model}", other=ksg)
-    print(f"selected layer: {sel.layer} by the reference estimator (falcon.layer={sel.layer}), {ksg.layer} by KSG "
-          f"(falcon.mi_estimator=ksg); plot saved to {path}")
+    print(f"selected layer: {ksg.layer} by KSG (FALCON's default estimator; falcon.layer={ksg.layer}), {sel.layer} by "
+          f"the reference estimator (falcon.mi_estimator=reference); plot saved to {path}")
     return 0

@@ -6,6 +6,14 @@ generation prompt) when the tokenizer has one, else the plain template
 and EOS is appended. Labels are -100 on the prompt, so losses cover answer tokens only.
 Text records train on every token (BOS excluded from the loss, as no token predicts it).
 
+``EncodeConfig.answer_end`` chooses what follows the answer: ``"eos"`` (default; the original TOFU
+code's and training's rule) appends one EOS; ``"chat_turn"`` (the ``open-unlearning`` eval preset)
+scores the assistant turn as the chat template renders it, i.e. open-unlearning's
+``preprocess_chat_instance`` (``src/data/utils.py``): the whole conversation is rendered and
+tokenised at once, the prompt is its first ``len(prompt_ids)`` tokens, and an EOS is appended unless
+the rendering already ends with one. For SmolLM2 that scores ``answer <|im_end|> \n <|im_end|>``.
+Prompts that use no chat template ignore it (the answer + EOS rule).
+
 ``with_alternates`` adds a second answer to the same prompt (IdkDPO/IdkNLL's refusal) to each
 encoded example. ``collate`` right-pads for training (labels -100 and attention 0 on padding);
 ``collate(..., side="left")`` left-pads prompts for generation.
@@ -34,6 +42,7 @@ class EncodeConfig:
     max_length: int = field(default=256, metadata={"help": "Truncate sequences to this many tokens (the answer is cut first, then the prompt from the left)."})
     template: str = field(default="auto", metadata={"help": "'auto' (chat template if the tokenizer has one, else plain), 'chat', 'plain', or a custom prompt string with {question}."})
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system message for chat templates (None: the template's default)."})
+    answer_end: Literal["eos", "chat_turn"] = field(default="eos", metadata={"help": "What follows the answer: 'eos' (one EOS) or 'chat_turn' (the chat template's end of the assistant turn, then EOS, as open-unlearning); chat templates only."})
 
     def __post_init__(self):
         if self.max_length < 2:
@@ -42,33 +51,54 @@ class EncodeConfig:
             raise ConfigError(
                 f"'data.template' must be 'auto', 'chat', 'plain' or a string containing {{question}}, got {self.template!r}."
             )
+        if self.answer_end not in ("eos", "chat_turn"):
+            raise ConfigError(f"'data.answer_end' must be 'eos' or 'chat_turn', got {self.answer_end!r}.")
+
+
+def _uses_chat(tokenizer, cfg: EncodeConfig) -> bool:
+    return cfg.template == "chat" or bool(cfg.template == "auto" and getattr(tokenizer, "chat_template", None))
+
+
+def _chat_ids(tokenizer, question: str, cfg: EncodeConfig, answer: str | None = None) -> list[int]:
+    """The chat template tokenised: up to the generation prompt, or (``answer`` given) the whole
+    conversation with the assistant turn."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("'data.template' is 'chat' but the tokenizer has no chat template; use 'plain'.")
+    messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + [
+        {"role": "user", "content": question}] + ([{"role": "assistant", "content": answer}] if answer is not None else [])
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=answer is None, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):  # newer transformers return a BatchEncoding
+        ids = ids["input_ids"]
+    return list(ids)
 
 
 def prompt_ids(tokenizer, question: str, cfg: EncodeConfig) -> list[int]:
     """Token ids of the prompt for ``question`` (what precedes the answer)."""
-    use_chat = cfg.template == "chat" or (cfg.template == "auto" and getattr(tokenizer, "chat_template", None))
-    if use_chat:
-        if not getattr(tokenizer, "chat_template", None):
-            raise ConfigError("'data.template' is 'chat' but the tokenizer has no chat template; use 'plain'.")
-        messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + [
-            {"role": "user", "content": question}
-        ]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):  # newer transformers return a BatchEncoding
-            ids = ids["input_ids"]
-        return list(ids)
+    if _uses_chat(tokenizer, cfg):
+        return _chat_ids(tokenizer, question, cfg)
     text = (PLAIN_TEMPLATE if cfg.template in ("auto", "plain") else cfg.template).format(question=question)
     return list(tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
 def answer_ids(tokenizer, answer: str, cfg: EncodeConfig) -> list[int]:
-    prefix = " " if cfg.template != "chat" and not (cfg.template == "auto" and getattr(tokenizer, "chat_template", None)) else ""
+    prefix = "" if _uses_chat(tokenizer, cfg) else " "
     ids = list(tokenizer(prefix + answer, add_special_tokens=False)["input_ids"])
     return ids + [tokenizer.eos_token_id]
 
 
+def qa_ids(tokenizer, question: str, answer: str, cfg: EncodeConfig) -> tuple[list[int], list[int]]:
+    """(prompt ids, scored answer ids) of a QA pair under ``cfg`` (``answer_end``: module docstring)."""
+    p = prompt_ids(tokenizer, question, cfg)
+    if cfg.answer_end == "eos" or not _uses_chat(tokenizer, cfg):
+        return p, answer_ids(tokenizer, answer, cfg)
+    full = _chat_ids(tokenizer, question, cfg, answer)
+    if full[-1] != tokenizer.eos_token_id:
+        full.append(tokenizer.eos_token_id)
+    return full[:len(p)], full[len(p):]
+
+
 def encode_qa(tokenizer, question: str, answer: str, cfg: EncodeConfig) -> dict[str, list[int]]:
-    return _join(prompt_ids(tokenizer, question, cfg), answer_ids(tokenizer, answer, cfg), cfg.max_length)
+    return _join(*qa_ids(tokenizer, question, answer, cfg), cfg.max_length)
 
 
 def _join(p: list[int], a: list[int], max_length: int) -> dict[str, list[int]]:
@@ -116,7 +146,7 @@ def encode_records(tokenizer, records: list[dict[str, Any]], cfg: EncodeConfig |
     out, cut = [], []
     for i, r in enumerate(records):
         if infer_kind(r) == "qa":
-            p, a = prompt_ids(tokenizer, r["question"], cfg), answer_ids(tokenizer, r["answer"], cfg)
+            p, a = qa_ids(tokenizer, r["question"], r["answer"], cfg)
             n, ex = len(p) + len(a), _join(p, a, cfg.max_length)
         else:
             ids = list(tokenizer(r["text"], add_special_tokens=True)["input_ids"])

@@ -11,7 +11,8 @@ others. A suite whose result file exists is loaded instead of re-run unless ``fo
 
 Prompts are encoded as the model was trained (its run's ``data:`` section: template, system
 prompt, max length) unless the eval options or a preset (``preset="open-unlearning"``) say
-otherwise; see ``config.py``. The encoding used is recorded in each result's ``meta.encoding``.
+otherwise; see ``config.py``. The encoding used, the attention rule (``attention.py``) and the
+metric definitions (``metrics.py``) are recorded in each result's ``meta.encoding``.
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ def evaluate(model, tokenizer=None, suites: Sequence[str] = ("tofu",), run_dir: 
     model_name = model_name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     encode = cfg.encoding(train_encoding)
     encoding_meta = {**to_dict(encode), "preset": cfg.preset, "gen_max_length": cfg.gen_max_length,
-                     "gen_max_new_tokens": cfg.gen_max_new_tokens, "train_encoding_from": source}
-    ev = Evaluator(model, tokenizer, encode=encode, batch_size=cfg.batch_size, progress=cfg.progress)
+                     "gen_max_new_tokens": cfg.gen_max_new_tokens, "attention_rule": cfg.attention_rule or "tokens",
+                     "definitions": cfg.definitions or "obliviate", "train_encoding_from": source}
+    # the rule is passed only when set, so the default path does not depend on the kwarg
+    attention = {"attention_rule": cfg.attention_rule} if cfg.attention_rule not in (None, "tokens") else {}
+    ev = Evaluator(model, tokenizer, encode=encode, batch_size=cfg.batch_size, progress=cfg.progress, **attention)
     ref_ev = None
     out: dict[str, SuiteResult] = {}
     for name in suites:
@@ -100,6 +104,8 @@ def evaluate(model, tokenizer=None, suites: Sequence[str] = ("tofu",), run_dir: 
             log.info("eval %s: reusing %s", name, suite_path(run_dir, name))
             out[name] = load_suite(run_dir, name)
             before = out[name].meta.get("encoding")
+            if before is not None:  # files written before these keys existed used the defaults
+                before = {"answer_end": "eos", "attention_rule": "tokens", "definitions": "obliviate", **before}
             keys = [k for k in encoding_meta if k != "train_encoding_from"]
             if before is not None and any(before.get(k) != encoding_meta[k] for k in keys):
                 log.warning("eval %s: %s was computed with another encoding (%s, now %s); pass force=True "
@@ -108,7 +114,8 @@ def evaluate(model, tokenizer=None, suites: Sequence[str] = ("tofu",), run_dir: 
         if name in ("mia", "ppl") and ref_ev is None and (reference is not None or cfg.reference_model):
             ref = reference if reference is not None else cfg.reference_model
             ref_model, ref_tok = load_model(str(ref)) if isinstance(ref, (str, os.PathLike)) else ref
-            ref_ev = Evaluator(ref_model, ref_tok, encode=encode, batch_size=cfg.batch_size, progress=cfg.progress)
+            ref_ev = Evaluator(ref_model, ref_tok, encode=encode, batch_size=cfg.batch_size, progress=cfg.progress,
+                               **attention)
         res = _run_suite(name, ev, cfg, model_name, ref_ev)
         res.meta["timings"] = dict(ev.timings)
         res.meta["encoding"] = encoding_meta

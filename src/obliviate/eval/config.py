@@ -1,6 +1,6 @@
 """``EvalConfig``: data paths and settings of every evaluation suite (frozen, validated).
 
-The prompt encoding of an evaluation (``template``, ``system_prompt``, ``max_length``) is, per
+The prompt encoding of an evaluation (``template``, ``system_prompt``, ``max_length``, ``answer_end``) is, per
 option: the value given, else the preset's (``preset``, see ``presets.py``), else the encoding the
 model was trained with (``run_encoding``: its run's ``config.yaml`` ``data:`` section), else
 ``EncodeConfig``'s default. ``EvalConfig.encoding`` applies that rule.
@@ -13,10 +13,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..data.encode import EncodeConfig
+from .attention import RULES
 from ..errors import ConfigError, did_you_mean
 
 SUITES = ("tofu", "mia", "memorisation", "mcq", "ppl", "toxicity", "muse", "gentox")
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
+ATTENTION_RULES = RULES
+DEFINITIONS = ("obliviate", "open-unlearning")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,9 @@ class EvalConfig:
     template: str | None = field(default=None, metadata={"help": "Prompt template: auto, chat, plain or a string with {question} (unset: the preset's, else the run's data.template, else auto)."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message for chat templates; '' for none (unset: the preset's, else the run's data.system_prompt)."})
     max_length: int | None = field(default=None, metadata={"help": "Scored sequences cut to this many tokens (unset: the preset's, else the run's data.max_length, else 256)."})
+    answer_end: str | None = field(default=None, metadata={"help": "What is scored after the answer: 'eos' or 'chat_turn' (the chat template's end of turn + EOS, open-unlearning) (unset: the preset's, else the run's data.answer_end, else eos)."})
+    attention_rule: str | None = field(default=None, metadata={"help": "Attention of every eval forward: 'tokens' (real tokens) or 'not_pad' (open-unlearning: tokens equal to the pad id masked too, eval/attention.py) (unset: the preset's, else tokens)."})
+    definitions: str | None = field(default=None, metadata={"help": "Metric definitions: 'obliviate' or 'open-unlearning' (extraction strength, exact memorisation, Min-K%(++), zlib, grad-norm and privleak as that framework computes them; eval/metrics.py) (unset: the preset's, else obliviate)."})
     batch_size: int = field(default=16, metadata={"help": "Items per forward / generate batch."})
     mia_forget: str | None = field(default=None, metadata={"help": "Member records for MIA (default: the TOFU forget split)."})
     mia_holdout: str | None = field(default=None, metadata={"help": "Non-member records for MIA (default: the TOFU holdout split)."})
@@ -92,6 +98,12 @@ class EvalConfig:
                 raise ConfigError(f"'{key}' must be >= {2 if key == 'max_length' else 1} (or unset), got {getattr(self, key)}.")
         if self.template is not None:
             EncodeConfig(template=self.template)  # the same check (and message) as data.template
+        if self.answer_end is not None:
+            EncodeConfig(answer_end=self.answer_end)  # the same check as data.answer_end
+        for key, choices in (("attention_rule", ATTENTION_RULES), ("definitions", DEFINITIONS)):
+            value = getattr(self, key)
+            if value is not None and value not in choices:
+                raise ConfigError(f"'{key}' must be one of {choices}, got {value!r}.{did_you_mean(str(value), choices)}")
         if self.max_items is not None and self.max_items < 2:
             raise ConfigError(f"'max_items' must be >= 2 (KS test and AUC need samples), got {self.max_items}.")
         if self.muse_corpus not in ("news", "books"):
@@ -116,7 +128,13 @@ class EvalConfig:
             max_length=self.max_length if self.max_length is not None else base.max_length,
             template=self.template if self.template is not None else base.template,
             system_prompt=(self.system_prompt or None) if self.system_prompt is not None else base.system_prompt,
+            answer_end=self.answer_end if self.answer_end is not None else base.answer_end,
         )
+
+    @property
+    def ou(self) -> bool:
+        """True when metrics follow open-unlearning's definitions (``definitions``)."""
+        return self.definitions == "open-unlearning"
 
     @property
     def holdout_split(self) -> str:

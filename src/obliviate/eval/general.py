@@ -76,8 +76,11 @@ def wikitext_perplexity(evaluator, text: str, max_length: int = 512, stride: int
 
 
 def fluency_prompts(text: str, n: int = 32, prompt_words: int = 32) -> list[str]:
-    """The first ``prompt_words`` words of the first ``n`` paragraphs with at least twice as many words."""
-    out = []
+    """The first ``prompt_words`` words of the first ``n`` paragraphs with at least twice as many words
+    (none for ``n <= 0``)."""
+    out: list[str] = []
+    if n <= 0:
+        return out
     for line in text.split("\n\n"):
         words = line.split()
         if len(words) >= 2 * prompt_words and not line.strip().startswith("="):

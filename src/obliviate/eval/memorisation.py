@@ -13,6 +13,13 @@
   averaged over cuts. Deviation from Eq. 1, which averages over *every* cut t: like the DI code we
   cut at multiples of a stride (40 tokens) to keep generation affordable; for QA records the one cut
   is the prompt/answer boundary.
+
+open-unlearning's definitions (``definitions="open-unlearning"``, its ``src/evals/metrics/memorization.py``
+with ``tokenwise_vocab_logprobs`` in ``utils.py``): both exact memorisation and extraction strength
+drop the last scored token (the appended EOS; "-1 to ignore eos prediction"), and its ES loop
+``for k in range(n): if preds[k:] == labels[k:]: break`` never reaches k = n, so an item whose last
+(kept) token is wrong scores 1/n where ES = 1 - k/|y| gives 0 (``extraction_strength(...,
+stop_before_last=True)``). ``suites.ou_token_stats`` does the dropping.
 """
 
 from __future__ import annotations
@@ -30,13 +37,20 @@ def exact_memorisation(match: torch.Tensor) -> float:
 memorisation_accuracy = exact_memorisation  # MA: the same quantity over all positions of a text
 
 
-def extraction_strength(match: torch.Tensor) -> float:
-    """ES = 1 - k/|y| with k = 1 + index of the last mismatch (0 when every token matches)."""
+def extraction_strength(match: torch.Tensor, stop_before_last: bool = False) -> float:
+    """ES = 1 - k/|y| with k = 1 + index of the last mismatch (0 when every token matches).
+
+    ``stop_before_last``: open-unlearning's loop, k = min(1 + last mismatch, |y| - 1), so the
+    minimum is 1/|y| instead of 0; an empty vector then scores 0 (its value) instead of NaN.
+    E.g. match [1, 0, 1]: 1 - 2/3 either way; match [1, 1, 0]: 0, or 1/3 with ``stop_before_last``.
+    """
     n = match.numel()
     if n == 0:
-        return float("nan")
+        return 0.0 if stop_before_last else float("nan")
     wrong = (~match.bool()).nonzero()
     k = 0 if wrong.numel() == 0 else int(wrong[-1]) + 1
+    if stop_before_last:
+        k = min(k, n - 1)
     return 1.0 - k / n
 
 

@@ -20,42 +20,60 @@ the code, because published numbers (and forget quality's retain-model baselines
 * **Model utility.** Harmonic mean of the nine retain / real-authors / world-facts values of
   probability, ROUGE-L recall and truth-ratio statistic.
 
-Differences, per metric, from the TOFU paper/code and from open-unlearning (``locuslab/open-unlearning``,
-the framework most published TOFU numbers now come from). Settings that are options here are
-marked [option]; ``--preset open-unlearning`` (``presets.py``) sets those to that framework's values.
+Per metric: obliviate's default, open-unlearning's (``locuslab/open-unlearning``, the framework most
+published TOFU numbers come from; reproduced by ``--preset open-unlearning``, ``presets.py``, per item
+to float32 noise), the TOFU / MUSE papers', and why the default is what it is. [option] marks an
+``EvalConfig`` option that the preset sets.
 
-* **Prompt (every TOFU metric).** obliviate: the run's encoding (``data.template``,
-  ``data.system_prompt``), by default the tokenizer's chat template with its own default system
-  message, else ``"Question: {q}\nAnswer:"`` [option]. TOFU code: per-model question tags
-  (``[INST] q [/INST]`` for Llama-2, ``Question: q\nAnswer:`` for Phi), no system prompt.
-  open-unlearning: the chat template with the system prompt "You are a helpful assistant." [preset].
-* **Scored tokens (Prob, truth ratio, MIA, exact memorisation, extraction strength).** obliviate
-  and the TOFU code: the answer tokens plus one EOS. open-unlearning (chat models): the assistant
-  turn as the chat template renders it, i.e. answer + end-of-turn token + newline (ChatML's
-  ``<|im_end|>\n``) + an appended EOS, and its collator's attention mask zeroes every token equal to
-  the pad token, which is EOS for most chat tokenizers, so EOS / end-of-turn tokens inside the
-  sequence are hidden from attention while still scored. Not reproduced (issue 19).
-* **Sequence length.** obliviate truncates to ``max_length`` (default: the run's, 256) [option];
-  TOFU code: 200; open-unlearning: 512 for non-chat prompts and no truncation for chat prompts.
-* **Prob** (``answer_prob``, ``normalised_prob``): same definition in all three; open-unlearning
-  adds 1e-10 to the normalised-probability denominator.
-* **ROUGE-L recall** (``rouge_l_recall``): same scorer (``rouge_score``, stemming) everywhere; the
-  greedy generation budget differs: the TOFU code (and obliviate's default) caps prompt + answer at
-  200 tokens, open-unlearning generates up to 200 new tokens (``gen_max_new_tokens``) [option].
+* **Prompt** (every TOFU metric). Default: the run's encoding (``data.template``/``system_prompt``),
+  by default the tokenizer's chat template with its own default system message, else
+  ``"Question: {q}\nAnswer:"`` [option]. open-unlearning: the chat template with the system prompt
+  "You are a helpful assistant.". TOFU code: per-model tags (``[INST] q [/INST]``), no system
+  prompt. Why: evaluate as the model was trained.
+* **Scored tokens** (Prob, truth ratio, MIA, memorisation) [option ``answer_end``]. Default and TOFU
+  code: the answer tokens plus one EOS. open-unlearning: the assistant turn as the template renders
+  it plus an appended EOS (SmolLM2: ``answer <|im_end|> \n <|im_end|>``, ``src/data/utils.py``).
+  Why: the TOFU paper's P(a|q) is over the answer; the turn's trailing newline and second EOS
+  are template artefacts that the model predicts almost surely and that dilute every mean.
+* **Attention** (every forward) [option ``attention_rule``]. Default: every real token attended.
+  open-unlearning: ``attention_mask = input_ids != pad_id``; with pad == eos (SmolLM2) every
+  end-of-turn token in the prompt and answer is hidden from attention (its issue #128, a bug it
+  acknowledges); positions as transformers derives them (``attention.py``). Why: a bug, and the
+  model was never trained to read text with those tokens hidden. This and the scored tokens are
+  what move forget Prob (0.1376 default vs 0.1281 there on SmolLM2-135M, forget01).
+* **Sequence length.** Default: ``max_length`` (the run's, 256) [option]; TOFU code 200;
+  open-unlearning 512 for non-chat prompts and no cut for chat prompts (the preset uses 512; no TOFU
+  item is that long).
+* **Prob** (``answer_prob``, ``normalised_prob``): exp(-mean NLL) in all (the paper's P^(1/|a|));
+  open-unlearning adds 1e-10 to the normalised-probability denominator (a < 1e-8 relative change).
+* **ROUGE-L recall** (``rouge_l_recall``): ``rouge_score`` with stemming in all; open-unlearning's
+  reference is the label tokens decoded (ROUGE's tokenizer makes it equal to the raw answer) and it
+  decodes with ``clean_up_tokenization_spaces=True`` (ignored for BPE tokenizers by transformers 5,
+  and almost always without effect after ROUGE's tokenizer, which keeps only [a-z0-9] runs). Budget [option ``gen_max_new_tokens``]: default and TOFU code cap prompt +
+  answer at 200 tokens; open-unlearning generates up to 200 new tokens. Why: the TOFU code's budget.
 * **Truth ratio** (``truth_ratio``, ``truth_ratio_stat``): paper = arithmetic mean over perturbed
   answers; TOFU code, open-unlearning and obliviate = geometric mean (mean of per-token NLLs);
-  open-unlearning adds 1e-10 to both the ratio's and min(R, 1/R)'s denominators.
-* **Forget quality** (``forget_quality``): two-sided KS test in all three; the retain model's truth
-  ratios must come from an evaluation with the same prompt and scored tokens, or the p-value
-  compares two encodings (``meta.encoding`` of both ``tofu.json`` files says which).
-* **Model utility** (``model_utility``): harmonic mean of the same nine values in all three.
-* **Exact memorisation / extraction strength** (``memorisation.py``): ES = 1 - k/|y|, k from 0 to
-  |y| (k = |y|: not even the last token is reproduced, ES = 0). open-unlearning's loop stops at
-  k = |y| - 1 (its minimum ES is 1/|y|) and its shifted labels drop the last label.
-* **MIA AUC / privleak** (``mia.py``): AUC of forget (members, positive) vs holdout, 0.5 ideal;
-  privleak as MUSE: (AUC_unlearn - AUC_retain) / AUC_retain x 100. open-unlearning computes its
-  privleak on 1 - AUC, against the retain model's or, without retain logs, a reference value of
-  0.5, so its sign is the opposite of MUSE's and obliviate's (over-unlearning is > 0 there, < 0 here).
+  open-unlearning adds 1e-10 to the ratio's and to min(R, 1/R)'s denominators (negligible). Why:
+  published numbers and forget quality's baselines come from the code.
+* **Forget quality** (``forget_quality``): two-sided KS test in all (open-unlearning: on the
+  retain model's logs); the retain model's truth ratios must come from an evaluation with the
+  same encoding (``meta.encoding`` of both ``tofu.json`` files says which).
+* **Model utility** (``model_utility``): harmonic mean of the same nine values in all.
+* **Exact memorisation / extraction strength** (``memorisation.py``) [option ``definitions``].
+  Default: every scored token; ES = 1 - k/|y|, k from 0 to |y|, k the shortest prefix from which
+  greedy decoding reproduces the rest. open-unlearning: the last scored token (EOS) dropped,
+  and its loop never reaches k = |y| (minimum ES 1/|y|). Why: the definition; a model that gets
+  the last token wrong has extracted nothing.
+* **MIA** (``mia.py``) [option ``definitions``]. AUCs: forget positive, the same ranking in all.
+  open-unlearning drops the last scored token for Min-K% / Min-K%++ / grad-norm (not for LOSS, zlib,
+  reference), compresses the decoded scored tokens for zlib, takes the mean of per-tensor gradient
+  2-norms for grad-norm (obliviate: the norm of the whole gradient vector), and computes
+  Min-K%++'s variance as E[x^2] - mu^2 in float32 (obliviate: centred, float32; equal to ~1e-6).
+  Why: every scored token is part of the item the attack judges.
+* **privleak** (``mia.privleak``) [option ``definitions``]. Default = MUSE paper:
+  (AUC - AUC_retain) / AUC_retain x 100, only against a retain model's MIA result. open-unlearning:
+  the same on 1 - AUC, against the retain model's logs or a reference AUC of 0.5, so the sign is
+  the opposite (over-unlearning > 0 there, < 0 here). Why: the paper's definition.
 """
 
 from __future__ import annotations

@@ -17,6 +17,16 @@ about 0.5 for a model that never saw the forget set, near 1 for one that memoris
   functions above.
 * privleak (MUSE, Shi et al. 2024, Sec. 3): (AUC_unlearn - AUC_retain) / AUC_retain * 100; 0 is ideal,
   > 0 under-unlearning, < 0 over-unlearning.
+
+open-unlearning's definitions (``definitions="open-unlearning"``; its ``src/evals/metrics/mia/*.py``,
+``privacy.py``): its scores are non-membership scores (-Min-K% mean, mean NLL, ...) ranked with
+holdout = 1, so its AUCs equal these for the same token statistics. Min-K%, Min-K%++ and grad-norm
+use ``tokenwise_logprobs``, which drops the last scored token (the appended EOS), while LOSS, zlib
+and reference use every scored token; zlib compresses the scored tokens decoded without special
+tokens (for a chat turn: the answer and a newline). Grad-norm is the mean over parameter tensors of
+each tensor's gradient 2-norm (``grad_norm_scores(..., per_tensor_mean=True)``). privleak is
+computed on 1 - AUC (``privleak(..., on_complement=True)``), against the retain model's AUC or,
+without one, a reference AUC of 0.5, so its sign is the opposite of MUSE's.
 """
 
 from __future__ import annotations
@@ -70,16 +80,28 @@ def auc(forget_scores, holdout_scores) -> float:
     return float(roc_auc_score(y, np.r_[f, h]))
 
 
-def privleak(auc_unlearn: float, auc_retain: float) -> float:
-    """MUSE privleak in percent: (AUC_unlearn - AUC_retain) / AUC_retain * 100 (NaN if AUC_retain is 0)."""
+def privleak(auc_unlearn: float, auc_retain: float, on_complement: bool = False) -> float:
+    """MUSE privleak in percent: (AUC_unlearn - AUC_retain) / AUC_retain * 100 (NaN if AUC_retain is 0).
+
+    ``on_complement``: open-unlearning's ``privleak``, the same on 1 - AUC with 1e-10 added to the
+    denominator: ((1 - a) - (1 - r)) / (1 - r + 1e-10) * 100. E.g. a = 0.4675, r = 0.5: -6.5 here,
+    +6.5 with ``on_complement``.
+    """
+    if on_complement:
+        return ((1 - auc_unlearn) - (1 - auc_retain)) / (1 - auc_retain + 1e-10) * 100.0
     if auc_retain == 0:
         return float("nan")
     return (auc_unlearn - auc_retain) / auc_retain * 100.0
 
 
 @torch.enable_grad()
-def grad_norm_scores(model: torch.nn.Module, examples: list[dict], pad_id: int) -> list[float]:
+def grad_norm_scores(model: torch.nn.Module, examples: list[dict], pad_id: int, attention_rule: str = "tokens",
+                     per_tensor_mean: bool = False) -> list[float]:
     """Gradient-norm attack: -|d mean NLL(x) / d theta|_2 per encoded example (labels -100 = unscored).
+
+    ``attention_rule``: see ``attention.py``. ``per_tensor_mean`` (open-unlearning's ``GradNormAttack``
+    with p = 2): the loss is the mean NLL over the scored tokens but the last, and the score is
+    -mean over parameter tensors of each tensor's gradient 2-norm.
 
     One forward and backward per example, in eval mode (no dropout), over every parameter (frozen
     ones included for the duration). Per-example backward rather than ``torch.func`` per-sample
@@ -95,13 +117,15 @@ def grad_norm_scores(model: torch.nn.Module, examples: list[dict], pad_id: int) 
     """
     from ..data.encode import collate
     from ..methods.losses import token_logprobs
+    from .attention import attention_inputs
 
     params = list(model.parameters())
     flags, grads, was_training = [p.requires_grad for p in params], [p.grad for p in params], model.training
     total = torch.zeros((), dtype=torch.float64, device=params[0].device)
 
     def reduce(p: torch.Tensor) -> None:
-        total.add_(p.grad.detach().double().pow(2).sum())
+        sq = p.grad.detach().double().pow(2).sum()
+        total.add_(sq.sqrt() / len(params) if per_tensor_mean else sq)
         p.grad = None
 
     handles = []
@@ -114,11 +138,15 @@ def grad_norm_scores(model: torch.nn.Module, examples: list[dict], pad_id: int) 
         out = []
         for ex in examples:
             b = {k: v.to(params[0].device) for k, v in collate([ex], pad_id).items()}
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            lp, mask = token_logprobs(logits, b["labels"])
+            mask, pos = attention_inputs(b["input_ids"], b["attention_mask"], pad_id, attention_rule)
+            logits = model(input_ids=b["input_ids"], attention_mask=mask, position_ids=pos).logits
+            lp, scored = token_logprobs(logits, b["labels"])
+            lp = lp[scored.bool()]
+            if per_tensor_mean:
+                lp = lp[:-1]
             total.zero_()
-            (-(lp.sum() / mask.sum().clamp_min(1))).backward()
-            out.append(-float(total.sqrt()))
+            (-lp.sum() / max(1, lp.numel())).backward()
+            out.append(-float(total if per_tensor_mean else total.sqrt()))
         return out
     finally:
         for h in handles:
@@ -132,11 +160,14 @@ def grad_norm_scores(model: torch.nn.Module, examples: list[dict], pad_id: int) 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
 
 
-def attack_scores(stats: list[dict], texts: list[str], k: float = 0.4) -> dict[str, list[float]]:
-    """Every reference-free attack's score per item, from the runner's per-item token stats."""
+def attack_scores(stats: list[dict], texts: list[str], k: float = 0.4,
+                  min_k_stats: list[dict] | None = None) -> dict[str, list[float]]:
+    """Every reference-free attack's score per item, from the runner's per-item token stats;
+    ``min_k_stats`` (default ``stats``) feed Min-K% and Min-K%++ (open-unlearning: without the last token)."""
+    low = stats if min_k_stats is None else min_k_stats
     return {
         "loss": [loss_score(s["logprobs"]) for s in stats],
         "zlib": [zlib_score(s["logprobs"], t) for s, t in zip(stats, texts)],
-        "min_k": [min_k_score(s["logprobs"], k) for s in stats],
-        "min_k_plus_plus": [min_k_plus_plus_score(s["logprobs"], s["mu"], s["sigma"], k) for s in stats],
+        "min_k": [min_k_score(s["logprobs"], k) for s in low],
+        "min_k_plus_plus": [min_k_plus_plus_score(s["logprobs"], s["mu"], s["sigma"], k) for s in low],
     }

@@ -38,14 +38,19 @@ PRESETS: dict[str, EvalPreset] = {
     "open-unlearning": EvalPreset(
         name="open-unlearning",
         description=(
-            "locuslab/open-unlearning's TOFU evaluation (the field's main framework): the tokenizer's chat "
-            "template with the system prompt 'You are a helpful assistant.' (configs/model/*.yaml "
-            "template_args), sequences up to 512 tokens (configs/data/datasets/TOFU_QA_*.yaml), greedy "
-            "generation of up to 200 new tokens whatever the prompt length (configs/generation/default.yaml). "
-            "Metric definitions stay obliviate's (see eval/metrics.py for the differences)."
+            "locuslab/open-unlearning's TOFU evaluation (the field's main framework), reproduced item by item: "
+            "the tokenizer's chat template with the system prompt 'You are a helpful assistant.' "
+            "(configs/model/*.yaml template_args); the assistant turn as the template renders it plus an EOS "
+            "is scored (src/data/utils.py preprocess_chat_instance); attention_mask = input_ids != pad_id, "
+            "which hides every end-of-turn token when pad == eos (src/data/collators.py; its issue #128); "
+            "sequences up to 512 tokens (configs/data/datasets/TOFU_QA_*.yaml); greedy generation of up to 200 "
+            "new tokens whatever the prompt length; its extraction strength, exact memorisation, Min-K%(++), "
+            "zlib, grad-norm and privleak definitions (src/evals/metrics/memorization.py, utils.py, "
+            "privacy.py, mia/*.py). eval/metrics.py lists every difference from obliviate's defaults."
         ),
         options={"template": "chat", "system_prompt": "You are a helpful assistant.", "max_length": 512,
-                 "gen_max_new_tokens": 200},
+                 "gen_max_new_tokens": 200, "answer_end": "chat_turn", "attention_rule": "not_pad",
+                 "definitions": "open-unlearning"},
     ),
     "tofu": EvalPreset(
         name="tofu",

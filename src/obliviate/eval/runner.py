@@ -7,19 +7,32 @@ log p(z), z ~ p(.|y_<t), for Min-K%++). One forward feeds probability, truth rat
 memorisation; results are memoised by token sequence, so a suite never scores the same
 sequence twice (e.g. TOFU's forget answers reused by the MIA suite).
 
-``Evaluator.generate(prompts, budgets)`` is batched greedy decoding with left padding and the KV
-cache (``model.generate``); each item is cut at EOS and at its own token budget, so the result does
-not depend on which other items share its batch.
-``Evaluator.sample(prompts, budgets, seed, temperature, top_p)`` is the same with temperature /
-nucleus sampling; each prompt draws from its own ``torch.Generator`` seeded by ``seed`` and the prompt's
-tokens, so a continuation depends on the seed and the prompt, not on batch order or batch mates.
+Scoring is organised to compute each thing once:
 
-Items are sorted by length before batching (less padding); position ids are derived from the
-attention mask so left- and right-padded batches give the same per-item scores.
+* examples with the same prompt (the tokens before the first scored one) are packed into one row
+  as a token tree (``prefix.py``): the prompt and the answers' shared prefixes run once;
+* the decoder body runs on the tree; the vocabulary projection and softmax statistics run only on
+  the nodes that predict a scored token (for TOFU, 100k of 304k positions), in blocks whose
+  softmax passes stay in cache (``node_stats``).
+
+``Evaluator.generate(prompts, budgets)`` is greedy decoding and ``Evaluator.sample(prompts,
+budgets, seed, temperature, top_p)`` temperature / nucleus sampling, both by continuous batching
+with the KV cache (``decode.py``): a sequence leaves the batch at a stop token (EOS, or any of the
+model's ``generation_config.eos_token_id``, e.g. an end-of-turn token) or at its own budget, and a
+waiting prompt takes its row. Sampling draws each prompt's tokens from its own ``torch.Generator``
+seeded by ``seed`` and the prompt's tokens, so a continuation depends on the seed and the prompt,
+not on batch order or batch mates. A greedy continuation is memoised per prompt: a shorter budget
+for the same prompt reuses its prefix.
+
+Every forward takes its attention mask and position ids from ``attention.attention_inputs``
+(``attention_rule``: ``"tokens"``, or ``"not_pad"`` for the open-unlearning preset), computed on
+each sequence as if alone, so results do not depend on padding or batch mates (up to float
+summation order). Decoding steps attend their new token (mask 1) at the previous position + 1.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import time
 from typing import Any, Literal
@@ -28,6 +41,16 @@ import torch
 import torch.nn.functional as F
 
 from ..data.encode import IGNORE, EncodeConfig, collate, encode_records, prompt_ids
+from .attention import RULES, AttentionRule, attention_inputs
+from .decode import decode
+from .prefix import Tree, build_tree, pad_trees, tree_mask
+
+HEAD_BLOCK = 512  # rows of vocabulary logits computed at once
+STATS_CHUNK = 16  # rows per softmax pass: 16 x 49k floats stay in a core's L2 cache
+DECODE_SLOTS = 4  # rows decoding at once, per unit of batch_size: per row, a step with 64 rows costs about half
+# one with 16 on CPU (SmolLM2, 150 cached tokens: 10 vs 18 ms), and a row's cache is small next to a
+# scoring forward's activations
+GROUP_MAX = 16  # sequences per token tree at most (its attention grows with its size squared)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -36,23 +59,20 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="item", disable=not enabled, leave=False)
 
 
-def token_stats(logits: torch.Tensor, labels: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-    """Per-item stats of the scored tokens from logits [B, T, V] and labels [B, T] (-100 = skip)."""
-    lg, tg = logits[:, :-1], labels[:, 1:]
-    valid = tg != IGNORE
-    sel = lg[valid].float()  # [N, V], only scored positions
-    lsm = F.log_softmax(sel, dim=-1)
-    target = tg[valid]
-    lp = lsm.gather(-1, target[:, None]).squeeze(-1)
-    match = sel.argmax(-1) == target
-    p = lsm.exp()
-    mu = (p * lsm).sum(-1)
-    sigma = (p * (lsm - mu[:, None]).square()).sum(-1).sqrt()  # centred: no E[x^2] - mu^2 cancellation
-    counts = valid.sum(-1).tolist()
+def node_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logsumexp, argmax, mu, sigma), each [N], of next-token logits [N, V] (float32):
+    mu = sum_z p(z) log p(z) and sigma = sqrt(sum_z p(z) (log p(z) - mu)^2), centred (no
+    E[x^2] - mu^2 cancellation). Runs ``STATS_CHUNK`` rows at a time so the five passes over each
+    chunk hit the cache rather than memory."""
     out = []
-    for a, b, c, d in zip(lp.split(counts), match.split(counts), mu.split(counts), sigma.split(counts)):
-        out.append({"logprobs": a.cpu(), "match": b.cpu(), "mu": c.cpu(), "sigma": d.cpu()})
-    return out
+    for x in logits.split(STATS_CHUNK):
+        lse = torch.logsumexp(x, -1, keepdim=True)
+        lsm = x - lse
+        p = lsm.exp()
+        mu = torch.linalg.vecdot(p, lsm)
+        sigma = torch.linalg.vecdot(p, lsm.sub_(mu[:, None]).square_()).sqrt()
+        out.append((lse[:, 0], x.argmax(-1), mu, sigma))
+    return tuple(torch.cat(parts) for parts in zip(*out))
 
 
 def sample_tokens(logits: torch.Tensor, generators: list[torch.Generator], temperature: float = 1.0,
@@ -71,24 +91,78 @@ def sample_tokens(logits: torch.Tensor, generators: list[torch.Generator], tempe
     return idx.gather(-1, pick)[:, 0].tolist()
 
 
+def _first_scored(labels: list[int]) -> int:
+    """Index of the first scored token (position 0 is never scored: nothing predicts it)."""
+    return next((t for t in range(1, len(labels)) if labels[t] != IGNORE), len(labels))
+
+
 class Evaluator:
-    """Scores and generates for one model, with memoisation; the model's mode is restored on exit."""
+    """Scores and generates for one model, with memoisation; the model's mode is restored on exit.
+
+    ``batch_size``: sequences per scoring forward (a prompt's group of up to ``GROUP_MAX`` answers is
+    never split, so a forward may hold more); ``DECODE_SLOTS * batch_size`` rows decode at once.
+    """
 
     def __init__(self, model, tokenizer, encode: EncodeConfig | None = None, batch_size: int = 16,
-                 progress: bool = False):
+                 progress: bool = False, attention_rule: AttentionRule = "tokens"):
+        if attention_rule not in RULES:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"attention_rule must be one of {RULES}, got {attention_rule!r}.")
         self.model, self.tokenizer = model, tokenizer
         self.encode_cfg = encode or EncodeConfig()
         self.batch_size = batch_size
         self.progress = progress
+        self.attention_rule = attention_rule
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._scores: dict[tuple, dict[str, torch.Tensor]] = {}
-        self._gens: dict[tuple, list[int]] = {}
+        self._gens: dict[tuple, tuple[list[int], bool]] = {}  # prompt -> (continuation, ended by a stop token)
         self._samples: dict[tuple, list[int]] = {}
-        self.timings = {"score_s": 0.0, "score_items": 0, "generate_s": 0.0, "generate_items": 0}
+        self._cache_kw: str | None = None
+        self.timings = {"score_s": 0.0, "score_items": 0, "score_nodes": 0, "generate_s": 0.0, "generate_items": 0}
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    # ---- the model, split into decoder body and vocabulary head ------------------------------
+    def _body(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache=None, use_cache: bool = False):
+        """(final hidden states [B, T, d], cache) of the decoder; ``mask`` is 2-D [B, past + T] or an
+        additive 4-D tree mask."""
+        body = self.model.get_decoder()
+        if self._cache_kw is None:  # transformers >= 5 names it ``cache``, 4.x ``past_key_values``
+            self._cache_kw = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+        device = self.device
+        out = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                   use_cache=use_cache, **({self._cache_kw: cache} if cache is not None else {}))
+        if not use_cache:
+            return out.last_hidden_state, None
+        new_cache = getattr(out, "cache", None)
+        return out.last_hidden_state, new_cache if new_cache is not None else out.past_key_values
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits (float32) of hidden states [..., d], with the model's final logit soft-capping if any."""
+        logits = self.model.get_output_embeddings()(hidden).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return logits if cap is None else torch.tanh(logits / cap) * cap
+
+    def _rule(self, seqs: list[list[int]], generating: bool = False) -> list[tuple[list[int], list[int]]]:
+        """(attention mask, position ids) of each sequence as if alone (right-padded batch, cut back)."""
+        b = collate([{"input_ids": list(s)} for s in seqs], self.pad_id, side="right")
+        mask, pos = attention_inputs(b["input_ids"], b["attention_mask"], self.pad_id, self.attention_rule, generating)
+        return [(m[:len(s)].tolist(), p[:len(s)].tolist()) for s, m, p in zip(seqs, mask, pos)]
+
+    def _tree_hidden(self, trees: list[Tree]) -> torch.Tensor:
+        """Hidden states [B, N, d] of every node of ``trees`` (right-padded to N nodes)."""
+        impl = getattr(self.model.config, "_attn_implementation", None) or "sdpa"
+        if "flash" in impl:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"scoring packs sequences as token trees, which needs an attention that takes a 4-D mask; "
+                              f"the model uses {impl!r}: load it with attn_implementation='sdpa' (or 'eager').")
+        ids, pos, n = pad_trees(trees, self.pad_id)
+        dtype = next(self.model.parameters()).dtype
+        return self._body(ids, tree_mask(trees, n, dtype), pos)[0]
 
     # ---- teacher-forced scoring -------------------------------------------------------------
     def encode(self, records: list[dict[str, Any]], answer_field: str = "answer") -> list[dict[str, Any]]:
@@ -100,38 +174,89 @@ class Evaluator:
     def _key(ex: dict[str, Any]) -> tuple:
         return tuple(ex["input_ids"]), tuple(ex["labels"])
 
-    @torch.no_grad()
-    def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = batch["attention_mask"].to(self.device)
-        pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        return self.model(input_ids=batch["input_ids"].to(self.device), attention_mask=mask, position_ids=pos).logits
-
     def score(self, examples: list[dict[str, Any]], side: Literal["right", "left"] = "right") -> list[dict[str, torch.Tensor]]:
-        """Per-item token stats (see module docstring), in the order of ``examples``."""
+        """Per-item token stats (see module docstring), in the order of ``examples``. ``side`` is
+        accepted for compatibility; results never depend on padding."""
         todo = {}
         for ex in examples:
             k = self._key(ex)
             if k not in self._scores:
                 todo.setdefault(k, ex)
         if todo:
-            self._score_new(list(todo.values()), side)
+            self._score_new(list(todo.values()))
         return [self._scores[self._key(ex)] for ex in examples]
 
-    def _score_new(self, examples: list[dict[str, Any]], side: str) -> None:
-        order = sorted(examples, key=lambda e: len(e["input_ids"]))
+    def _groups(self, examples: list[dict[str, Any]]) -> list[tuple[list[dict[str, Any]], Tree]]:
+        """Examples grouped by prompt (at most ``GROUP_MAX`` a group), each group with its token tree,
+        smallest trees first. A group whose tree saves under a quarter of its tokens (e.g. texts
+        sharing only BOS) is split into single sequences: a tree's attention grows with its size squared."""
+        by_prompt: dict[tuple, list[dict[str, Any]]] = {}
+        for ex in examples:
+            by_prompt.setdefault(tuple(ex["input_ids"][:_first_scored(ex["labels"])]), []).append(ex)
+        rules = dict(zip(map(self._key, examples), self._rule([ex["input_ids"] for ex in examples])))
+        groups = []
+        for same in by_prompt.values():
+            for s in range(0, len(same), GROUP_MAX):
+                exs = same[s:s + GROUP_MAX]
+                seqs = [(ex["input_ids"], *rules[self._key(ex)]) for ex in exs]
+                tree = build_tree(seqs)
+                if len(exs) > 1 and len(tree) > 0.75 * sum(len(ex["input_ids"]) for ex in exs):
+                    groups += [([ex], build_tree([seq])) for ex, seq in zip(exs, seqs)]
+                else:
+                    groups.append((exs, tree))
+        return sorted(groups, key=lambda g: len(g[1]))
+
+    def _score_new(self, examples: list[dict[str, Any]]) -> None:
         was_training = self.model.training
         self.model.eval()
         t0 = time.perf_counter()
-        with _progress(len(order), "score", self.progress) as bar:
-            for s in range(0, len(order), self.batch_size):
-                chunk = order[s:s + self.batch_size]
-                b = collate([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in chunk], self.pad_id, side=side)
-                for ex, st in zip(chunk, token_stats(self._forward(b), b["labels"].to(self.device))):
-                    self._scores[self._key(ex)] = st
-                bar.update(len(chunk))
+        groups = self._groups(examples)
+        with _progress(len(examples), "score", self.progress) as bar:
+            start = 0
+            while start < len(groups):
+                end, n = start, 0
+                while end < len(groups) and (end == start or n + len(groups[end][0]) <= self.batch_size):
+                    n += len(groups[end][0])
+                    end += 1
+                self._score_groups(groups[start:end])
+                bar.update(n)
+                start = end
         self.model.train(was_training)
         self.timings["score_s"] += time.perf_counter() - t0
-        self.timings["score_items"] += len(order)
+        self.timings["score_items"] += len(examples)
+
+    @torch.no_grad()
+    def _score_groups(self, groups: list[tuple[list[dict[str, Any]], Tree]]) -> None:
+        trees = [tree for _, tree in groups]
+        hidden = self._tree_hidden(trees)
+        n = hidden.size(1)
+        rows: dict[int, int] = {}  # flat node index -> row of the head's input
+        pred, target, counts, owners = [], [], [], []
+        for b, (exs, tree) in enumerate(groups):
+            for ex, path in zip(exs, tree.paths):
+                ts = [t for t in range(1, len(ex["labels"])) if ex["labels"][t] != IGNORE]
+                pred += [rows.setdefault(b * n + path[t - 1], len(rows)) for t in ts]
+                target += [ex["labels"][t] for t in ts]
+                counts.append(len(ts))
+                owners.append(ex)
+        dev = hidden.device
+        flat = hidden.reshape(-1, hidden.size(-1))[torch.tensor(list(rows), dtype=torch.long, device=dev)]
+        pred_t = torch.tensor(pred, dtype=torch.long, device=dev)
+        target_t = torch.tensor(target, dtype=torch.long, device=dev)
+        stats = {name: torch.empty(len(pred), dtype=torch.bool if name == "match" else torch.float32, device=dev)
+                 for name in ("logprobs", "match", "mu", "sigma")}
+        for s in range(0, len(rows), HEAD_BLOCK):
+            logits = self._head(flat[s:s + HEAD_BLOCK])
+            lse, top, mu, sigma = node_stats(logits)
+            sel = (pred_t >= s) & (pred_t < s + HEAD_BLOCK)
+            local, tgt = pred_t[sel] - s, target_t[sel]
+            stats["logprobs"][sel] = logits[local, tgt] - lse[local]
+            stats["match"][sel] = top[local] == tgt
+            stats["mu"][sel], stats["sigma"][sel] = mu[local], sigma[local]
+        stats = {name: v.cpu().split(counts) for name, v in stats.items()}
+        for i, ex in enumerate(owners):
+            self._scores[self._key(ex)] = {name: stats[name][i].clone() for name in stats}
+        self.timings["score_nodes"] += sum(len(t) for t in trees)
 
     def score_records(self, records: list[dict[str, Any]], answer_field: str = "answer") -> list[dict[str, torch.Tensor]]:
         return self.score(self.encode(records, answer_field))
@@ -155,41 +280,68 @@ class Evaluator:
     def prompts(self, records: list[dict[str, Any]]) -> list[list[int]]:
         return [prompt_ids(self.tokenizer, r["question"], self.encode_cfg) for r in records]
 
-    def generate(self, prompts: list[list[int]], budgets: list[int] | int) -> list[list[int]]:
-        """Greedy continuation token ids per prompt (EOS and later removed), at most ``budgets[i]`` tokens."""
-        if isinstance(budgets, int):
-            budgets = [budgets] * len(prompts)
-        keys = [(tuple(p), int(b)) for p, b in zip(prompts, budgets)]
-        todo = sorted({k for k in keys if k not in self._gens}, key=lambda k: len(k[0]))
-        if todo:
-            self._generate_new(todo)
-        return [self._gens[k] for k in keys]
+    def _stop_ids(self) -> set[int]:
+        stop = {self.tokenizer.eos_token_id}
+        extra = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        stop |= set(extra) if isinstance(extra, (list, tuple)) else {extra}
+        return {t for t in stop if t is not None}
+
+    def prefill(self, prompts: list[list[int]]):
+        """Decoding's prompt forward (``decode.Stepper``): right-padded prompts, the rule's generation
+        mask and positions; logits at each prompt's last token."""
+        b = collate([{"input_ids": list(p)} for p in prompts], self.pad_id, side="right")
+        mask, pos = attention_inputs(b["input_ids"], b["attention_mask"], self.pad_id, self.attention_rule, True)
+        hidden, cache = self._body(b["input_ids"], mask, pos, use_cache=True)
+        last = torch.tensor([len(p) - 1 for p in prompts], device=hidden.device)
+        rows = torch.arange(len(prompts), device=hidden.device)
+        return self._head(hidden[rows, last]), cache, mask.to(hidden.device), pos.to(hidden.device)[rows, last]
+
+    def step(self, tokens: torch.Tensor, cache, mask: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """One decoding step (``decode.Stepper``): each row's new token at its last position + 1, mask 1."""
+        mask = torch.cat([mask, mask.new_ones(len(tokens), 1)], 1)
+        hidden, _ = self._body(tokens[:, None], mask, (last + 1)[:, None], cache=cache, use_cache=True)
+        return self._head(hidden[:, -1])
 
     @torch.no_grad()
-    def _generate_new(self, keys: list[tuple]) -> None:
+    def _decode(self, prompts: list[tuple], budgets: list[int], pick, desc: str) -> list[tuple[list[int], bool]]:
         was_training = self.model.training
         self.model.eval()
-        eos = self.tokenizer.eos_token_id
         t0 = time.perf_counter()
-        with _progress(len(keys), "generate", self.progress) as bar:
-            for s in range(0, len(keys), self.batch_size):
-                chunk = keys[s:s + self.batch_size]
-                b = collate([{"input_ids": list(p)} for p, _ in chunk], self.pad_id, side="left")
-                max_new = max(1, max(n for _, n in chunk))
-                out = self.model.generate(
-                    input_ids=b["input_ids"].to(self.device), attention_mask=b["attention_mask"].to(self.device),
-                    max_new_tokens=max_new, do_sample=False, num_beams=1, pad_token_id=self.pad_id, eos_token_id=eos,
-                    temperature=None, top_p=None, top_k=None,
-                )[:, b["input_ids"].size(1):].cpu().tolist()
-                for (p, n), seq in zip(chunk, out):
-                    seq = seq[:n]
-                    if eos in seq:
-                        seq = seq[:seq.index(eos)]
-                    self._gens[(p, n)] = seq
-                bar.update(len(chunk))
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        with _progress(len(prompts), desc, self.progress) as bar:
+            res = decode(self, [list(prompts[i]) for i in order], [budgets[i] for i in order],
+                         lambda logits, items: pick(logits, [order[i] for i in items]), self._stop_ids(),
+                         DECODE_SLOTS * self.batch_size, on_done=lambda i: bar.update(1))
         self.model.train(was_training)
         self.timings["generate_s"] += time.perf_counter() - t0
-        self.timings["generate_items"] += len(keys)
+        self.timings["generate_items"] += len(prompts)
+        out: list = [None] * len(prompts)
+        for i, r in zip(order, res):
+            out[i] = r
+        return out
+
+    def _known(self, prompt: tuple, budget: int) -> list[int] | None:
+        """The memoised greedy continuation of ``prompt`` cut to ``budget``, if one covers it."""
+        if prompt not in self._gens:
+            return None
+        seq, stopped = self._gens[prompt]
+        return seq[:budget] if stopped or len(seq) >= budget else None
+
+    def generate(self, prompts: list[list[int]], budgets: list[int] | int) -> list[list[int]]:
+        """Greedy continuation token ids per prompt (stop token and later removed), at most ``budgets[i]`` tokens."""
+        if isinstance(budgets, int):
+            budgets = [budgets] * len(prompts)
+        keys = [(tuple(p), max(0, int(b))) for p, b in zip(prompts, budgets)]
+        todo: dict[tuple, int] = {}
+        for p, b in keys:
+            if self._known(p, b) is None:
+                todo[p] = max(b, todo.get(p, 0))
+        if todo:
+            ps = list(todo)
+            greedy = lambda logits, items: logits.argmax(-1).tolist()  # noqa: E731
+            for p, r in zip(ps, self._decode(ps, [todo[p] for p in ps], greedy, "generate")):
+                self._gens[p] = r
+        return [self._known(p, b) for p, b in keys]
 
     def generate_text(self, records: list[dict[str, Any]], max_length: int = 200,
                       max_new_tokens: int | None = None) -> list[str]:
@@ -205,66 +357,23 @@ class Evaluator:
 
     def sample(self, prompts: list[list[int]], budgets: list[int] | int, seed: int = 0, temperature: float = 1.0,
                top_p: float = 1.0) -> list[list[int]]:
-        """Sampled continuation token ids per prompt (EOS and later removed), at most ``budgets[i]`` tokens;
+        """Sampled continuation token ids per prompt (stop token and later removed), at most ``budgets[i]`` tokens;
         reproducible per (seed, prompt) whatever the batch (see the module docstring)."""
         if temperature <= 0 or not 0 < top_p <= 1:
             raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         if isinstance(budgets, int):
             budgets = [budgets] * len(prompts)
         keys = [(tuple(p), int(b), int(seed), float(temperature), float(top_p)) for p, b in zip(prompts, budgets)]
-        todo = sorted({k for k in keys if k not in self._samples}, key=lambda k: len(k[0]))
+        todo = list(dict.fromkeys(k for k in keys if k not in self._samples))
         if todo:
-            was_training = self.model.training
-            self.model.eval()
-            t0 = time.perf_counter()
-            for s in range(0, len(todo), self.batch_size):
-                chunk = todo[s:s + self.batch_size]
-                for k, seq in zip(chunk, self._sample_batch(chunk)):
-                    self._samples[k] = seq
-            self.model.train(was_training)
-            self.timings["generate_s"] += time.perf_counter() - t0
-            self.timings["generate_items"] += len(todo)
+            gens = []
+            for p, _, s, _, _ in todo:
+                digest = hashlib.sha256(repr((s, p)).encode()).digest()
+                gens.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1))
+            draw = lambda logits, items: sample_tokens(logits, [gens[i] for i in items], temperature, top_p)  # noqa: E731
+            for k, (seq, _) in zip(todo, self._decode([k[0] for k in todo], [k[1] for k in todo], draw, "sample")):
+                self._samples[k] = seq
         return [self._samples[k] for k in keys]
-
-    @torch.no_grad()
-    def _sample_batch(self, keys: list[tuple]) -> list[list[int]]:
-        """Left-padded batched decoding with the KV cache; item i samples with its own generator."""
-        import hashlib
-
-        eos = self.tokenizer.eos_token_id
-        gens = []
-        for p, _, seed, _, _ in keys:
-            digest = hashlib.sha256(repr((seed, p)).encode()).digest()
-            gens.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1))
-        # transformers >= 5 names the KV cache ``cache``; older versions ``past_key_values``
-        params = inspect.signature(self.model.forward).parameters
-        cache_kw = "cache" if "cache" in params else "past_key_values"
-        last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # no [B, T, V] logits of the prompt
-        b = collate([{"input_ids": list(k[0])} for k in keys], self.pad_id, side="left")
-        mask = b["attention_mask"].to(self.device)
-        pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        out = self.model(input_ids=b["input_ids"].to(self.device), attention_mask=mask, position_ids=pos, use_cache=True,
-                         **last)
-        seqs: list[list[int]] = [[] for _ in keys]
-        done = [k[1] < 1 for k in keys]
-        temperature, top_p = keys[0][3], keys[0][4]  # one setting per call (part of every key)
-        for _ in range(max(k[1] for k in keys)):
-            nxt = sample_tokens(out.logits[:, -1], gens, temperature, top_p)
-            for i, t in enumerate(nxt):
-                if not done[i]:
-                    if t == eos:
-                        done[i] = True
-                    else:
-                        seqs[i].append(t)
-                        done[i] = len(seqs[i]) >= keys[i][1]
-            if all(done):
-                break
-            mask = torch.cat([mask, mask.new_ones(len(keys), 1)], dim=1)
-            pos = pos[:, -1:] + 1
-            past = {cache_kw: out[cache_kw] if cache_kw in out else out.past_key_values}
-            out = self.model(input_ids=torch.tensor(nxt, device=self.device)[:, None], attention_mask=mask,
-                             position_ids=pos, use_cache=True, **past)
-        return seqs
 
     # ---- next-token distributions (MCQ) -----------------------------------------------------
     @torch.no_grad()
@@ -274,13 +383,12 @@ class Evaluator:
         out = torch.empty(len(contexts), len(candidates), dtype=torch.float64)
         was_training = self.model.training
         self.model.eval()
-        cand = torch.tensor(candidates, device=self.device)
         for s in range(0, len(order), self.batch_size):
             idx = order[s:s + self.batch_size]
-            b = collate([{"input_ids": contexts[i]} for i in idx], self.pad_id, side="right")
-            logits = self._forward(b)
-            last = b["attention_mask"].sum(-1).to(self.device) - 1
-            lsm = F.log_softmax(logits[torch.arange(len(idx), device=self.device), last].float(), -1)
-            out[idx] = lsm[:, cand].double().cpu()
+            seqs = [contexts[i] for i in idx]
+            trees = [build_tree([(c, m, p)]) for c, (m, p) in zip(seqs, self._rule(seqs))]
+            hidden = self._tree_hidden(trees)
+            last = hidden[torch.arange(len(idx), device=hidden.device), torch.tensor([len(c) - 1 for c in seqs])]
+            out[idx] = F.log_softmax(self._head(last), -1)[:, candidates].double().cpu()
         self.model.train(was_training)
         return out

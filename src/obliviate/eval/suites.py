@@ -7,6 +7,10 @@ and saves them.
 * ``mia``: AUC of LOSS, zlib, Min-K%, Min-K%++, gradient-norm (and reference) attacks, forget vs holdout; privleak
   when the retain model's MIA result is given.
 * ``memorisation``: exact memorisation / MA, extraction strength, EL_3/5/10.
+
+With ``definitions="open-unlearning"`` (the ``open-unlearning`` preset) the metrics follow that
+framework's code where it differs (``metrics.py`` lists each): ``ou_token_stats`` drops the last
+scored token for exact memorisation, extraction strength, Min-K% and Min-K%++.
 """
 
 from __future__ import annotations
@@ -104,20 +108,37 @@ def _texts(records: list[dict[str, Any]]) -> list[str]:
     return [r["answer"] if "answer" in r else r["text"] for r in records]
 
 
+def ou_token_stats(stats: list[dict]) -> list[dict]:
+    """Per-item token stats without the last scored token, as open-unlearning's
+    ``tokenwise_logprobs`` / ``tokenwise_vocab_logprobs`` (its "-1 to ignore eos prediction")."""
+    return [{k: v[:-1] for k, v in s.items()} for s in stats]
+
+
+def _attack_scores(ev, cfg: EvalConfig, records: list[dict[str, Any]], stats: list[dict]) -> dict[str, list[float]]:
+    if not cfg.ou:
+        return mia.attack_scores(stats, _texts(records), cfg.mia_k)
+    # open-unlearning's zlib text: the scored tokens decoded without special tokens
+    texts = [ev.tokenizer.decode([t for t in ex["labels"] if t != -100], skip_special_tokens=True)
+             for ex in ev.encode(records)]
+    return mia.attack_scores(stats, texts, cfg.mia_k, min_k_stats=ou_token_stats(stats))
+
+
 def suite_mia(ev, cfg: EvalConfig, model_name: str = "", reference=None) -> SuiteResult:
     """MIA AUCs; ``reference`` is an ``Evaluator`` of the reference model (optional)."""
     forget = _records(cfg.mia_forget, cfg, cfg.forget_split, "mia")
     holdout = _records(cfg.mia_holdout, cfg, cfg.holdout_split, "mia")
-    res = SuiteResult("mia", model_name, meta={"k": cfg.mia_k, "n_forget": len(forget), "n_holdout": len(holdout)})
+    res = SuiteResult("mia", model_name, meta={"k": cfg.mia_k, "n_forget": len(forget), "n_holdout": len(holdout),
+                                               "definitions": cfg.definitions or "obliviate"})
     sf, sh = ev.score_records(forget), ev.score_records(holdout)
-    af, ah = mia.attack_scores(sf, _texts(forget), cfg.mia_k), mia.attack_scores(sh, _texts(holdout), cfg.mia_k)
+    af, ah = _attack_scores(ev, cfg, forget, sf), _attack_scores(ev, cfg, holdout, sh)
     if reference is not None:
         rf, rh = reference.score_records(forget), reference.score_records(holdout)
         af["reference"] = [mia.reference_score(a["logprobs"], b["logprobs"]) for a, b in zip(sf, rf)]
         ah["reference"] = [mia.reference_score(a["logprobs"], b["logprobs"]) for a, b in zip(sh, rh)]
     if cfg.mia_grad_norm:  # white-box: one backward per item
-        af["grad_norm"] = mia.grad_norm_scores(ev.model, ev.encode(forget), ev.pad_id)
-        ah["grad_norm"] = mia.grad_norm_scores(ev.model, ev.encode(holdout), ev.pad_id)
+        gn = {"attention_rule": cfg.attention_rule or "tokens", "per_tensor_mean": cfg.ou}
+        af["grad_norm"] = mia.grad_norm_scores(ev.model, ev.encode(forget), ev.pad_id, **gn)
+        ah["grad_norm"] = mia.grad_norm_scores(ev.model, ev.encode(holdout), ev.pad_id, **gn)
     ret = _retain_result(cfg.retain_mia_result, "mia") if cfg.retain_mia_result else None
     for attack in af:
         a = mia.auc(af[attack], ah[attack])
@@ -125,8 +146,15 @@ def suite_mia(ev, cfg: EvalConfig, model_name: str = "", reference=None) -> Suit
         res.add_items(f"forget_{attack}", af[attack])
         res.add_items(f"holdout_{attack}", ah[attack])
         if ret is not None and f"auc_{attack}" in ret.summary:
-            res.add(f"privleak_{attack}", mia.privleak(a, ret.value(f"auc_{attack}")), False,
-                    f"MUSE privleak (%) of the {attack} attack vs the retain model (0 ideal, < 0 over-unlearning)")
+            ref, against = ret.value(f"auc_{attack}"), "the retain model"
+        elif cfg.ou:  # open-unlearning's default reference AUC (privleak ref_value)
+            ref, against = 0.5, "a reference AUC of 0.5"
+        else:
+            continue
+        desc = ("open-unlearning privleak (%) on 1 - AUC, > 0 over-unlearning" if cfg.ou
+                else "MUSE privleak (%), < 0 over-unlearning")
+        res.add(f"privleak_{attack}", mia.privleak(a, ref, on_complement=cfg.ou), False,
+                f"{desc}, of the {attack} attack vs {against} (0 ideal)")
     if "privleak_min_k" in res.summary:  # MUSE's headline privleak uses Min-K%
         m = res.summary["privleak_min_k"]
         res.add("privleak", m.value, False, m.description)
@@ -151,8 +179,10 @@ def suite_memorisation(ev, cfg: EvalConfig, model_name: str = "") -> SuiteResult
     records = _records(cfg.memorisation_data, cfg, cfg.forget_split, "memorisation")
     res = SuiteResult("memorisation", model_name, meta={"n": len(records), "el_stride": cfg.el_stride})
     stats = ev.score_records(records)
+    if cfg.ou:
+        stats = ou_token_stats(stats)
     em = [mem.exact_memorisation(s["match"]) for s in stats]
-    es = [mem.extraction_strength(s["match"]) for s in stats]
+    es = [mem.extraction_strength(s["match"], stop_before_last=cfg.ou) for s in stats]
     res.add("exact_memorisation", np.mean(em), False, "teacher-forced argmax accuracy on target tokens (MA)", em)
     res.add("extraction_strength", np.mean(es), False, "1 - k/|y|, k = shortest prefix from which greedy decoding reproduces y", es)
     cuts = _el_cuts(ev, cfg, records)

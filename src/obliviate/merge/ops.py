@@ -19,12 +19,12 @@ arithmetic"). Every merge returns theta_0 + lambda * tau_merged, computed per te
   replaces the magnitude trim (as mergekit's ``dare_ties``); with ``task_arithmetic``/``linear``
   it is applied to each tau_i before the sum/mean.
 
-TIES runs in one pass over the k task vectors of a tensor (each read once): per entry it keeps
-the running sum (for the sign election), the sums of the positive and of the negative trimmed
-values and their counts, in chunks that stay in cache; the elected sign then picks the positive
-or the negative mean. The sums are accumulated in model order, so the result is bit-identical to
-the two-pass form (sum, elect, then sum the agreeing values). Model-scope trimming adds two
-streaming passes that find each model's global threshold (``trim.StreamingKth``).
+TIES runs in one pass over the k task vectors of a tensor (each read once; ``ties.py``): per entry
+it keeps the running sum (for the sign election), the sums of the positive and of the negative
+trimmed values and their counts, in chunks that stay in cache; the elected sign then picks the
+positive or the negative mean. The sums are accumulated in model order, so the result is
+bit-identical to the two-pass form (sum, elect, then sum the agreeing values). Model-scope trimming
+adds two streaming passes that find each model's global threshold (``trim.StreamingKth``).
 
 The kernels take ``get(i)`` callables returning tau_i (float32) for one tensor, and visit the
 models in a fixed order, so in-memory and streaming merges run the same float operations.
@@ -33,23 +33,20 @@ models in a fixed order, so in-memory and streaming merges run the same float op
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .config import MergeConfig, MergeMethod
+from .buffers import Workspace
+from .ties import Finish, Part, TiesResult, TiesSums
 from .trim import StreamingKth, keep_count, trim_threshold, trim_topk
 
 __all__ = ["MergeConfig", "MergeMethod", "dare", "elect_sign", "merge_model", "merge_state_dicts", "merge_tensor",
            "task_vector", "ties_tau", "trim_topk"]
 
 TauFn = Callable[[int], torch.Tensor]
-_ZERO = torch.zeros(())
-CHUNK = 31 << 10  # entries per accumulation chunk: the working set stays in cache, and below torch's
-# parallel grain size each op runs in this thread (no thread hand-offs on a busy machine)
 
 
 def dare(tau: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
@@ -74,20 +71,10 @@ def elect_sign(total: torch.Tensor, zero: str = "majority") -> torch.Tensor:
     return torch.where(sign == 0, fill if fill != 0 else torch.ones_like(fill), sign)
 
 
-@dataclass
-class TiesResult:
-    """One tensor's merged task vector, plus what a model-scope sign election needs."""
-
-    tau: torch.Tensor
-    sign_sum: int  # (# entries with a positive sum) - (# with a negative sum)
-    ambiguous: bool  # some entry has a zero sum but non-zero trimmed values (its result depends on sign_tie)
-    finished: bool = False  # tau is already theta_0 + lambda * tau_merged (float32)
-
-
 def ties_tau(get: TauFn, k: int, cfg: MergeConfig, name: str = "", thresholds: Sequence[torch.Tensor | None] | None = None,
              zero_sign: int | None = None, weights: Sequence[float] | None = None,
              workspace: Workspace | None = None, out: torch.Tensor | None = None,
-             base: torch.Tensor | None = None) -> TiesResult:
+             base: torch.Tensor | None = None, group: int = 1) -> TiesResult:
     """TIES (or DARE-TIES) merged task vector of one tensor, reading each tau_i once.
 
     ``thresholds[i]``: model i's model-scope trim threshold (None: keep all); without
@@ -96,13 +83,14 @@ def ties_tau(get: TauFn, k: int, cfg: MergeConfig, name: str = "", thresholds: S
     ``weights``: mergekit's per-model weights (tau_i scaled before the election).
     ``workspace`` holds the accumulators between calls; the result goes to ``out`` if given.
     With ``base`` the result is already theta_0 + lambda * tau (``finished``; saves a pass).
+    ``group``: how many task vectors are folded per pass (``get(i)``'s tensor must stay valid
+    through the next ``group - 1`` calls); any value gives the same result.
     """
-    acc: _Acc | None = None
-    shape = torch.Size()
+    sums: TiesSums | None = None
     workspace = workspace or Workspace()
+    parts: list[Part] = []
     for i in range(k):
         t = get(i)
-        shape = t.shape
         threshold = mask = None
         if cfg.dare_p is not None:
             t = dare(t, cfg.dare_p, dare_generator(cfg.seed, name, i))
@@ -110,122 +98,22 @@ def ties_tau(get: TauFn, k: int, cfg: MergeConfig, name: str = "", thresholds: S
             threshold = thresholds[i]
         else:
             threshold, mask = trim_threshold(t, cfg.density, cfg.trim_count, workspace)
-        if acc is None:
-            acc = _Acc(t.numel(), workspace, weights is not None)
-        acc.add(t.reshape(-1), threshold, None if mask is None else mask.reshape(-1),
-                None if weights is None else weights[i], first=i == 0)
-        del t, mask
-    assert acc is not None, "k >= 1"
-    return acc.result(shape, cfg, zero_sign, out, base)
-
-
-class Workspace:
-    """Flat buffers reused from tensor to tensor: a merge faults in its working memory once,
-    not once per tensor (fresh allocations of large tensors cost as much as the arithmetic)."""
-
-    def __init__(self):
-        self.buffers: dict[str, torch.Tensor] = {}
-
-    def get(self, key: str, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        buf = self.buffers.get(key)
-        if buf is None or buf.numel() < n or buf.dtype != dtype:
-            buf = self.buffers[key] = torch.empty(n, dtype=dtype)
-        return buf[:n]
-
-
-class _Acc:
-    """Per-entry running sums of one tensor's TIES merge, updated in cache-sized chunks.
-
-    total: sum_i of trimmed tau_i (its sign is the election); pos: sum of the kept positive
-    values; neg: of the kept negative ones; pos_n/neg_n: their counts (or summed weights). Each
-    sum is taken in model order and adding an exact +0 changes nothing, so each equals the
-    two-pass form's sum of the values that agree with the elected sign, bit for bit.
-
-    Only float arithmetic is used in the loops (``F.threshold``, ``sign``, add/sub/mul): on CPU
-    boolean masks and ``torch.where`` cost several times more than the arithmetic they select.
-    """
-
-    def __init__(self, n: int, ws: Workspace, weighted: bool = False):
-        self.weighted = weighted
-        self.total, self.pos, self.neg = ws.get("total", n), ws.get("pos", n), ws.get("neg", n)
-        self.pos_n, self.neg_n = ws.get("pos_n", n), ws.get("neg_n", n)
-
-    def add(self, t: torch.Tensor, threshold: torch.Tensor | None, mask: torch.Tensor | None, w: float | None,
-            first: bool) -> None:
-        # keep c where c > cut (positives) and where -c > cut (negatives): cut is the float just below
-        # the trim threshold (|c| >= threshold <=> |c| > cut), or 0 once c is trimmed/weighted already
-        fast = threshold is not None and mask is None and w is None and bool(threshold > 0)
-        cut = float(torch.nextafter(threshold, torch.zeros(()))) if fast else 0.0
-        for s in range(0, t.numel(), CHUNK):
-            e = s + CHUNK
-            c = t[s:e]
-            if not fast:
-                if mask is not None:
-                    c = c * mask[s:e]
-                elif threshold is not None:
-                    c = c * (c.abs() >= threshold)
-                if w is not None:
-                    c = c * w
-            up = F.threshold(c, cut, 0.0)  # kept positives, else +0
-            down = F.threshold(torch.neg(c), cut, 0.0)  # |kept negatives|, else +0
-            if first:  # the buffers hold the previous tensor: assign
-                self.pos[s:e] = up
-                torch.sub(_ZERO, down, out=self.neg[s:e])
-                torch.sub(up, down, out=self.total[s:e])
-                torch.sign(up, out=self.pos_n[s:e])
-                torch.sign(down, out=self.neg_n[s:e])
-                if w is not None:
-                    self.pos_n[s:e] *= w
-                    self.neg_n[s:e] *= w
-                continue
-            self.total[s:e].add_(up).sub_(down)  # one of them is +0 at each entry
-            self.pos[s:e].add_(up)
-            self.neg[s:e].sub_(down)
-            if w is None:
-                self.pos_n[s:e].add_(torch.sign(up))
-                self.neg_n[s:e].add_(torch.sign(down))
-            else:
-                self.pos_n[s:e].add_(torch.sign(up).mul_(w))
-                self.neg_n[s:e].add_(torch.sign(down).mul_(w))
-
-    def result(self, shape: torch.Size, cfg: MergeConfig, zero_sign: int | None, out: torch.Tensor | None,
-               base: torch.Tensor | None = None) -> TiesResult:
-        """The merged task vector, or with ``base`` already theta_0 + lambda * tau (float32)."""
-        total, pos, neg, pos_n, neg_n = self.total, self.pos, self.neg, self.pos_n, self.neg_n
-        sign_sum, ambiguous = 0, False
-        if cfg.sign_tie == "majority" or zero_sign is not None:
-            acc = torch.zeros((), dtype=torch.int64)
-            for s in range(0, total.numel(), CHUNK):
-                acc += torch.sign(total[s:s + CHUNK]).sum(dtype=torch.int64)
-            sign_sum = int(acc)
-            if zero_sign is None:
-                zero_sign = -1 if sign_sum < 0 else 1
-            else:  # model scope: report what the global election needs
-                ambiguous = bool(((total == 0) & ((pos_n > 0) | (neg_n > 0))).any())
-        negative_ties = zero_sign is not None and zero_sign < 0
-        out = torch.empty_like(total) if out is None else out.reshape(-1)
-        base_f = None if base is None else base.float().reshape(-1)
-        for s in range(0, total.numel(), CHUNK):
-            e = s + CHUNK
-            sign = torch.sign(total[s:e])
-            # a = 1 where the elected sign is +, 0 where it is - (zero sums: zero_sign)
-            a = sign.clamp_(min=0) if negative_ties else sign.add_(1).clamp_(max=1)
-            p, q = pos[s:e], neg[s:e]
-            if cfg.normalize:  # divide by the count (summed weights), where that is 0 by 1
-                p = p / _nonzero(pos_n[s:e], self.weighted)
-                q = q / _nonzero(neg_n[s:e], self.weighted)
-            # p * 1 + q * 0 == p and p * 0 + q * 1 == q exactly (p >= 0 >= q, both finite)
-            o = torch.add(p * a, q.mul(a.neg_().add_(1)), out=out[s:e])
-            if base_f is not None:
-                if cfg.lam != 1:
-                    o.mul_(cfg.lam)
-                o.add_(base_f[s:e])
-        return TiesResult(out.reshape(shape), sign_sum, ambiguous, finished=base is not None)
-
-
-def _nonzero(count: torch.Tensor, weighted: bool) -> torch.Tensor:
-    """``count`` with 0 replaced by 1 (counts are whole numbers unless weighted)."""
-    return torch.sign(count).neg_().add_(1).add_(count) if weighted else count.clamp(min=1)  # c + (1 - sign(c))
+        if sums is None:
+            sums = TiesSums(t.numel(), workspace, weights is not None, one_pass=group >= k)
+        parts.append(Part(t.reshape(-1), threshold, None if mask is None else mask.reshape(-1),
+                          None if weights is None else weights[i]))
+        if len(parts) < group and i < k - 1:
+            continue
+        finish = None
+        if i == k - 1:  # the last pass writes the output
+            flat_out = torch.empty(t.numel()) if out is None else out.reshape(-1)
+            finish = Finish(cfg, flat_out, zero_sign, None if base is None else base.float().reshape(-1))
+        res = sums.add(parts, first=i < len(parts), finish=finish)
+        if res is not None:
+            res.tau = res.tau.reshape(t.shape)
+            return res
+        parts = []
+    raise ConfigError("merge: give at least one model to merge.")
 
 
 def sum_tau(get: TauFn, k: int, cfg: MergeConfig, name: str = "", weights: Sequence[float] | None = None) -> torch.Tensor:
@@ -264,10 +152,10 @@ def merge_tensor(base: torch.Tensor, get: TauFn, k: int, cfg: MergeConfig, name:
     return _finish(base, _merged_tau(base, get, k, cfg, name, thresholds, zero_sign), cfg)
 
 
-def _merged_tau(base, get, k, cfg, name, thresholds, zero_sign, workspace=None, out=None) -> TiesResult:
+def _merged_tau(base, get, k, cfg, name, thresholds, zero_sign, workspace=None, out=None, group=1) -> TiesResult:
     weights = _weights(cfg, k)
     if cfg.method == "ties":
-        return ties_tau(get, k, cfg, name, thresholds, zero_sign, weights, workspace, out, base)
+        return ties_tau(get, k, cfg, name, thresholds, zero_sign, weights, workspace, out, base, group)
     return TiesResult(sum_tau(get, k, cfg, name, weights), 0, False)
 
 
@@ -306,7 +194,7 @@ def model_thresholds(names: Sequence[str], base_of: Callable[[str], torch.Tensor
 def merge_model(names: Sequence[str], base_of: Callable[[str], torch.Tensor],
                 tau_of: Callable[[int, str, torch.Tensor], torch.Tensor], k: int, cfg: MergeConfig,
                 write: Callable[[str, torch.Tensor], None], rewrite: Callable[[str, torch.Tensor], None],
-                reuse_output: bool = False) -> None:
+                reuse_output: bool = False, group: int = 1) -> None:
     """Merge every tensor of ``names`` (in order) and ``write`` each; the one driver of both paths.
 
     ``base_of(name)`` reads theta_0's tensor, ``tau_of(i, name, base)`` model i's task vector
@@ -315,7 +203,8 @@ def merge_model(names: Sequence[str], base_of: Callable[[str], torch.Tensor],
     the elected signs over the whole model; if the majority is negative, the tensors whose result
     depends on it are merged again and ``rewrite`` replaces them. With ``reuse_output`` the
     tensor passed to ``write`` is one of two buffers used in turn (``write`` must be done with it
-    by the time it returns from the call after next).
+    by the time it returns from the call after next). ``group``: task vectors TIES folds per pass
+    (``tau_of``'s tensor must stay valid through the next ``group - 1`` calls; see ``ties_tau``).
     """
     if k < 1:
         raise ConfigError("merge: give at least one model to merge.")
@@ -333,7 +222,7 @@ def merge_model(names: Sequence[str], base_of: Callable[[str], torch.Tensor],
             continue
         out = ws.get(f"out{len(done) % 2}", b.numel()) if reuse_output and ties else None  # 2 buffers: one may be in a write
         res = _merged_tau(b, lambda i, n=name, b=b: tau_of(i, n, b), k, cfg, name, thresholds,
-                          1 if global_sign else None, ws, out)
+                          1 if global_sign else None, ws, out, group)
         sign_sum += res.sign_sum
         if res.ambiguous:
             redo.append(name)
@@ -342,7 +231,7 @@ def merge_model(names: Sequence[str], base_of: Callable[[str], torch.Tensor],
     if global_sign and sign_sum <= 0:  # balanced: the reference code's where(sign > 0, ...) picks the negatives
         for name in redo:
             b = base_of(name)
-            res = _merged_tau(b, lambda i, n=name, b=b: tau_of(i, n, b), k, cfg, name, thresholds, -1, ws)
+            res = _merged_tau(b, lambda i, n=name, b=b: tau_of(i, n, b), k, cfg, name, thresholds, -1, ws, group=group)
             rewrite(name, _finish(b, res, cfg))
 
 
@@ -365,5 +254,5 @@ def merge_state_dicts(base: dict[str, torch.Tensor], models: Sequence[dict[str, 
                                   f"but {tuple(b.shape)} in the base.")
     out: dict[str, torch.Tensor] = {}
     merge_model(list(base), base.__getitem__, lambda i, n, b: task_vector(models[i][n], b), len(models), cfg,
-                out.__setitem__, out.__setitem__)
+                out.__setitem__, out.__setitem__, group=len(models))  # each task vector is a fresh tensor
     return out

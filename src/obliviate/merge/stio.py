@@ -133,19 +133,34 @@ class SafetensorsFile:
 
 
 class ReadBuffers:
-    """Two read buffers used in turn (the current tensor, the one being prefetched), shareable by
-    several ``ModelFiles`` read one after the other: memory stays two tensors whatever their number."""
+    """A ring of ``depth`` read buffers used in turn (the tensors returned lately, the one being
+    prefetched), shareable by several ``ModelFiles`` read one after the other: memory stays
+    ``depth`` tensors whatever their number. A tensor read into them stays valid until the
+    ``depth - 1``-th read after it returns (with 3: the next read leaves it intact)."""
 
-    def __init__(self):
-        self.buffers: list[torch.Tensor | None] = [None, None]
-        self.current = 0
-        self.pending: tuple[object, str, Future] | None = None  # (reader, name, read in flight into the spare)
-        self.f32: torch.Tensor | None = None  # a float32 scratch for readers that convert (bf16 -> f32)
+    def __init__(self, depth: int = 2):
+        assert depth >= 2, depth
+        self.buffers: list[torch.Tensor | None] = [None] * depth
+        self.current = 0  # the buffer of the tensor returned last
+        self.pending: tuple[object, str, Future] | None = None  # (reader, name, read in flight into the next)
+        self.f32: list[torch.Tensor | None] = [None] * (depth - 1)  # float32 scratch for readers that convert
+        self.f32_next = 0
 
     def get(self, i: int, nbytes: int) -> torch.Tensor:
         if self.buffers[i] is None or self.buffers[i].numel() < nbytes:
             self.buffers[i] = torch.empty(nbytes, dtype=torch.uint8)
         return self.buffers[i]
+
+    @property
+    def next(self) -> int:
+        return (self.current + 1) % len(self.buffers)
+
+    def scratch(self, n: int) -> torch.Tensor:
+        """A float32 buffer of ``n`` entries, the scratches taken in turn (each valid as long as a read)."""
+        i, self.f32_next = self.f32_next, (self.f32_next + 1) % len(self.f32)
+        if self.f32[i] is None or self.f32[i].numel() < n:
+            self.f32[i] = torch.empty(n)
+        return self.f32[i][:n]
 
     def settle(self) -> None:
         pending, self.pending = self.pending, None
@@ -190,27 +205,28 @@ class ModelFiles:
         return self._where[name].spec(name)
 
     def read(self, name: str, reuse: bool = False) -> torch.Tensor:
-        """Tensor ``name``; with ``reuse`` it lives in one of the two buffers of ``self.buffers``
-        (shared with other ``ModelFiles``, no fresh memory per tensor), valid until the next
-        ``read(..., reuse=True)`` on those buffers returns."""
+        """Tensor ``name``; with ``reuse`` it lives in one of the ring buffers of ``self.buffers``
+        (shared with other ``ModelFiles``, no fresh memory per tensor), valid until the
+        ``depth - 1``-th ``read(..., reuse=True)`` after it on those buffers returns."""
         if not reuse:
             return self._where[name].read(name)
-        pair = self.buffers
-        pending, pair.pending = pair.pending, None
+        ring = self.buffers
+        pending, ring.pending = ring.pending, None
         if pending is not None:
-            t = pending[2].result()  # wait for it even if unused: it writes into the spare buffer
+            t = pending[2].result()  # wait for it even if unused: it writes into the next buffer
             if pending[0] is self and pending[1] == name:
-                pair.current = 1 - pair.current
+                ring.current = ring.next
                 return t
-        return self._where[name].read(name, into=pair.get(pair.current, self._nbytes(name)))
+        ring.current = ring.next
+        return self._where[name].read(name, into=ring.get(ring.current, self._nbytes(name)))
 
     def prefetch(self, name: str, pool: ThreadPoolExecutor) -> None:
-        """Start reading ``name`` into the spare buffer on ``pool``; the next ``read(name,
+        """Start reading ``name`` into the next buffer on ``pool``; the next ``read(name,
         reuse=True)`` on these buffers returns it."""
-        pair = self.buffers
-        pair.settle()
-        spare = pair.get(1 - pair.current, self._nbytes(name))
-        pair.pending = (self, name, pool.submit(self._where[name].read, name, spare))
+        ring = self.buffers
+        ring.settle()
+        spare = ring.get(ring.next, self._nbytes(name))
+        ring.pending = (self, name, pool.submit(self._where[name].read, name, spare))
 
     def _nbytes(self, name: str) -> int:
         a, b = self._where[name].header[name]["data_offsets"]

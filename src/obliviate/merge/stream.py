@@ -32,13 +32,14 @@ from ..io import atomic_path
 from .ops import MergeConfig, merge_model
 from .stio import ModelFiles, ReadBuffers, SafetensorsFile, SafetensorsWriter
 
+GROUP = 4  # TIES folds up to 4 task vectors per pass: its running sums cross memory once per pass
 COPY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja")
 
 
 class FullSource:
-    """Task vectors of a full model: tau = theta_i - theta_0, read per tensor into a reused buffer
-    (the tensor returned by ``tau`` is overwritten by the next call)."""
+    """Task vectors of a full model: tau = theta_i - theta_0, read per tensor into reused buffers
+    (the tensor returned by ``tau`` lives as long as a ``read(..., reuse=True)`` of ``buffers``)."""
 
     def __init__(self, path: str | os.PathLike, buffers: ReadBuffers | None = None):
         self.files = ModelFiles(path, buffers)
@@ -52,14 +53,11 @@ class FullSource:
     def tau(self, name: str, base: torch.Tensor) -> torch.Tensor:
         if name not in self.files:
             raise DataError(f"merge: '{self.path}' has no tensor '{name}' (the base model has it).")
-        t = self.files.read(name, reuse=True)  # valid until this source's next read
+        t = self.files.read(name, reuse=True)  # valid while the read buffers allow (see ReadBuffers)
         if t.shape != base.shape:
             raise DataError(f"merge: tensor '{name}' is {tuple(t.shape)} in '{self.path}' but {tuple(base.shape)} in the base.")
-        if t.dtype != torch.float32:  # convert into the shared float32 scratch
-            pair = self.files.buffers
-            if pair.f32 is None or pair.f32.numel() < t.numel():
-                pair.f32 = torch.empty(t.numel())
-            t = pair.f32[:t.numel()].view(t.shape).copy_(t)
+        if t.dtype != torch.float32:  # convert into a shared float32 scratch
+            t = self.files.buffers.scratch(t.numel()).view(t.shape).copy_(t)
         return t.sub_(base.float())
 
 
@@ -131,7 +129,10 @@ def merge_files(base: str | os.PathLike, models: Sequence[str | os.PathLike], ou
     check_out(base, models, out)
     base_p, out_p = Path(base), Path(out)
     base_files = ModelFiles(base_p)
-    shared = ReadBuffers()  # the models are read one after the other: two buffers serve them all
+    # the models are read one after the other: one ring of GROUP + 1 buffers serves them all (the
+    # task vectors folded together, the next one being read meanwhile); with k <= GROUP the TIES
+    # sums need no full-size buffers, so memory is at most ~10 copies of the largest tensor, any k
+    shared = ReadBuffers(depth=GROUP + 1)
     sources = [open_source(m, shared) for m in models]
     specs = {n: base_files.spec(n) for n in base_files.names()}
     with atomic_path(out_p, is_dir=base_p.is_dir()) as tmp:
@@ -159,7 +160,8 @@ def merge_files(base: str | os.PathLike, models: Sequence[str | os.PathLike], ou
             return t
 
         try:
-            merge_model(names, base_of, tau_of, len(sources), cfg, writer.write, writer.rewrite, reuse_output=True)
+            merge_model(names, base_of, tau_of, len(sources), cfg, writer.write, writer.rewrite, reuse_output=True,
+                        group=GROUP)
         except BaseException:
             writer.abort()
             raise

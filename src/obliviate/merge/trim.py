@@ -54,21 +54,25 @@ def _value(hi: int, lo: int) -> torch.Tensor:
     return torch.tensor([(hi << 16) | lo], dtype=torch.int32).view(torch.float32)[0]
 
 
+def _high_bits(flat: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The high 16 bits of |x| for float32 ``flat`` (int16, the sign bit cleared), into ``out``."""
+    out = torch.empty(flat.numel(), dtype=torch.int16) if out is None else out
+    if sys.byteorder == "little":  # the high half of each float32, sign bit cleared: one op on half the bytes
+        return torch.bitwise_and(flat.view(torch.int16)[1::2], 0x7FFF, out=out)
+    return out.copy_(flat.abs().view(torch.int32) >> 16)
+
+
 def kth_smallest(tau: torch.Tensor, r: int, count: bool = True, workspace=None) -> tuple[torch.Tensor, int]:
     """The r-th smallest (1-based) magnitude |tau| of a float32 tensor, exactly (a 0-d tensor),
-    and (with ``count``; else -1) how many magnitudes are smaller than it. ``workspace`` (an
-    ``ops.Workspace``) lends the temporaries."""
+    and (with ``count``; else -1) how many magnitudes are smaller than it. ``workspace`` (a
+    ``buffers.Workspace``) lends the temporaries."""
     flat = tau.reshape(-1)
     n = flat.numel()
     if n <= SMALL:
         mag = flat.abs()
         value = torch.kthvalue(mag, r).values
         return value, int((mag < value).sum()) if count else -1
-    hi = workspace.get("hi", n, torch.int16) if workspace is not None else torch.empty(n, dtype=torch.int16)
-    if sys.byteorder == "little":  # the high half of each float32, sign bit cleared: one op on half the bytes
-        torch.bitwise_and(flat.view(torch.int16)[1::2], 0x7FFF, out=hi)
-    else:
-        hi.copy_(flat.abs().view(torch.int32) >> 16)
+    hi = _high_bits(flat, workspace.get("hi", n, torch.int16) if workspace is not None else None)
     b, rank = _locate(torch.bincount(hi, minlength=HI_BINS), r)
     inside = flat[hi == b].abs()  # the magnitudes that share rank r's high 16 bits
     value = torch.kthvalue(inside, rank).values
@@ -85,6 +89,7 @@ class StreamingKth:
 
     def __init__(self):
         self.hist = torch.zeros(HI_BINS, dtype=torch.int64)
+        self.hi = torch.empty(BIG, dtype=torch.int16)  # reused for every piece
         self.n = 0
         self.bin: int | None = None
         self.rank_in_bin = self.below_bin = 0
@@ -94,12 +99,11 @@ class StreamingKth:
         if self.bin is None:
             self.n += flat.numel()
         for piece in flat.split(BIG):
-            bits = piece.abs().view(torch.int32)
-            hi = bits >> 16
+            hi = _high_bits(piece, self.hi[:piece.numel()])
             if self.bin is None:
                 self.hist += torch.bincount(hi, minlength=HI_BINS)
             else:
-                lo = bits[hi == self.bin] & 0xFFFF
+                lo = piece[hi == self.bin].view(torch.int32) & 0xFFFF
                 if lo.numel():
                     self.hist += torch.bincount(lo, minlength=LO_BINS)
 

@@ -38,6 +38,11 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "_"
 
 
+def subset_dir(run: Path, value: str) -> Path:
+    """The run directory of subset ``value`` (its model is ``<dir>/model``)."""
+    return Path(run) / "subsets" / _safe(value)
+
+
 def _options(cfg: SpungeConfig, override: dict[str, Any] | None = None) -> dict[str, Any]:
     """Flat options for ``obliviate.api.unlearn``: method options, then train/data, then overrides."""
     opts = {k: v for k, v in cfg.method.items() if k != "name"}
@@ -79,7 +84,7 @@ def build_jobs(cfg: SpungeConfig, run: Path, base: Path, subsets: dict[str, list
     for value, records in subsets.items():
         opts = _options(cfg, cfg.overrides.get(value))
         budget += _steps(cfg, opts, len(records))
-        jobs.append(SubsetJob(value, str(base), name, opts, records, retain, str(run / "subsets" / _safe(value)), cfg.dtype))
+        jobs.append(SubsetJob(value, str(base), name, opts, records, retain, str(subset_dir(run, value)), cfg.dtype))
     if cfg.run_base:
         opts = _options(cfg, {"max_steps": budget})
         everything = [r for records in subsets.values() for r in records]

@@ -61,6 +61,15 @@ class Source:
         return rows
 
 
+# annotated_train.csv's target_group -> the group in ToxiGen's prompt file names (prompts/hate_<group>_1k.txt)
+TOXIGEN_PROMPT_GROUPS = {"mental_dis": "mental_disability", "physical_dis": "physical_disability"}
+
+
+def toxigen_prompt_group(group: str) -> str:
+    """The prompt-file name of an annotated ``target_group`` (e.g. mental_dis -> mental_disability)."""
+    return TOXIGEN_PROMPT_GROUPS.get(group, group)
+
+
 def load_toxigen(root: str, label: str | None = None) -> list[dict[str, Any]]:
     """ToxiGen's human-annotated statements as text records (``text``, ``target_group``, ``label``, ...)."""
     import pandas as pd
