@@ -25,7 +25,8 @@ changes one value, e.g. ``--set rmu.method.c_scale=5``):
 - diagnostics, when SPUNGE (a) is not less toxic than the base (or ``--diagnose always``): statistics
   of the per-group task vectors (``obliviate.spunge.diagnose``: sign agreement, top-k overlap,
   cosine, L2 mass TIES keeps after trim and after trim + sign election), the final training losses
-  of every run, and the toxicity of the (a) merge at ``--diag-lams``.
+  of every run, the toxicity of the (a) merge at ``--diag-lams``, and the control: the base run's
+  own delta scaled by the same lambdas (is a gain of a larger lambda the merge's or the scaling's?).
 
 Everything goes under ``--out`` (default runs/spunge_paper): training runs are keyed by their
 settings and resumed (finished subsets are skipped), evaluations are keyed by their settings and
@@ -257,12 +258,18 @@ def toxicity(metrics: dict) -> float:
 
 
 # ---- diagnostics -----------------------------------------------------------------------------
-def diagnose(s: Settings, files: dict, paper: Path, chosen: dict, merged: dict, eval_root: Path) -> dict[str, Any]:
+def diagnose(s: Settings, files: dict, paper: Path, chosen: dict, merged: dict, eval_root: Path,
+             base_run: Path | None = None, base_metrics: dict | None = None) -> dict[str, Any]:
     """Task-vector statistics of the (a) subsets, and the (a) merge's toxicity at --diag-lams (the
-    chosen lambda's row is the evaluated SPUNGE (a) model, ``merged``)."""
+    chosen lambda's row is the evaluated SPUNGE (a) model, ``merged``). The control, changing one
+    thing: the base run's own delta scaled by the same lambdas (original + lambda * (base - original),
+    no trim; for TVN that is TVN at ``lam`` = lambda), so a gain of the merge at a larger lambda can
+    be told apart from a gain of scaling alone."""
     from obliviate.merge import MergeConfig, merge_files
     from obliviate.spunge.diagnose import task_vector_stats
     from obliviate.spunge.pipeline import subset_dir
+
+    from obliviate.eval.results import suite_path
 
     models = [subset_dir(paper, g) / "model" for g in s.groups]
     t0 = time.time()
@@ -272,15 +279,25 @@ def diagnose(s: Settings, files: dict, paper: Path, chosen: dict, merged: dict, 
     for lam in (x for x in s.diag_lams if x != chosen["lam"]):
         target = paper.parent / "diag" / f"lam_{lam:g}"
         eval_dir = eval_root / f"lam_{lam:g}"
-        from obliviate.eval.results import suite_path
-
         if not suite_path(eval_dir, "gentox").is_file():
             merge_files(paper / "base", models, target, MergeConfig(density=chosen["density"], lam=lam))
         m = evaluate_model(target, eval_dir, s, files, utility=False)
         shutil.rmtree(target, ignore_errors=True)  # a full model per lambda: keep only its evaluation
         sweep.append({"lam": lam, "density": chosen["density"], "toxicity": m["toxicity"]})
     sweep.sort(key=lambda w: w["lam"])
-    return {"task_vectors": stats, "lambda_sweep": sweep}
+    out = {"task_vectors": stats, "lambda_sweep": sweep}
+    if base_run is not None:
+        scaled = [{"lam": 1.0, "toxicity": base_metrics["toxicity"]}] if base_metrics else []
+        for lam in (x for x in s.diag_lams if x != 1.0):
+            target = paper.parent / "diag" / f"base_lam_{lam:g}"
+            eval_dir = eval_root / f"base_lam_{lam:g}"
+            if not suite_path(eval_dir, "gentox").is_file():
+                merge_files(paper / "base", [base_run], target, MergeConfig(density=1.0, lam=lam))
+            m = evaluate_model(target, eval_dir, s, files, utility=False)
+            shutil.rmtree(target, ignore_errors=True)
+            scaled.append({"lam": lam, "toxicity": m["toxicity"]})
+        out["base_scaled"] = scaled
+    return out
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -336,7 +353,7 @@ def run(s: Settings) -> dict[str, Any]:
         if s.diagnose == "always" or (s.diagnose == "auto" and not r["amplifies"]):
             print(f"[{method}] diagnostics", flush=True)
             r["diagnostics"] = diagnose(s, files, mdir / "paper", paper["auto_merge"]["chosen"], models["spunge_a"],
-                                        eval_root / mdir.name)
+                                        eval_root / mdir.name, paths["base"], models["base"])
         r["seconds"] = {"train": round(t_train, 1), "total": round(time.time() - t0, 1)}
         results["methods"][method] = r
     results["seconds"] = round(time.time() - t_start, 1)
@@ -410,6 +427,12 @@ def tables(results: dict, s: Settings) -> str:
         for method, d in diag.items():
             lines += [f"| {method} | {w['density']:g} | {w['lam']:g} | {_cell(w['toxicity']['greedy']['all'])} | "
                       f"{_cell(w['toxicity']['sampled']['all'])} |" for w in d["lambda_sweep"]]
+        if any("base_scaled" in d for d in diag.values()):
+            lines += ["", "Control: the base run's delta scaled by lambda (no merge, no trim):", "",
+                      "| method | lambda | greedy | sampled |", "|---|---|---|---|"]
+            for method, d in diag.items():
+                lines += [f"| {method} | {w['lam']:g} | {_cell(w['toxicity']['greedy']['all'])} | "
+                          f"{_cell(w['toxicity']['sampled']['all'])} |" for w in d.get("base_scaled", [])]
     return "\n".join(lines) + "\n"
 
 

@@ -110,9 +110,38 @@ def test_bench_cached_target_shared_across_bench_dirs(mini_tofu, tiny_dir, tmp_p
     import obliviate.planted as planted
 
     monkeypatch.setattr(planted, "finetune", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-trained")))
+    first = {r["row"]: r for r in json.loads((tmp_path / "b1" / "leaderboard.json").read_text())["rows"]}
+    import obliviate.eval.api as eval_api
+
+    real_evaluate, evaluated = eval_api.evaluate, []
+
+    def counting(model, tok, **kw):
+        evaluated.append(kw["model_name"])
+        return real_evaluate(model, tok, **kw)
+
+    monkeypatch.setattr(eval_api, "evaluate", counting)
     rows = run_bench_tofu(_cfg(mini_tofu, tiny_dir, tmp_path / "b2", methods=("npo",)), progress=False)
     assert [r["row"] for r in rows] == ["retain", "target", "npo"]
     assert len(list((tmp_path / "cache" / "bench_tofu_target").iterdir())) == 1
+    # The reference rows' evaluations came from the cache (same models, data, settings and code):
+    # only the method was evaluated, the values are b1's, and the copied paths point into b2.
+    assert evaluated == ["npo"]
+    for r in rows[:2]:
+        assert r["eval_cached"] and r["forget_prob"] == first[r["row"]]["forget_prob"]
+        assert r["forget_quality"] == first[r["row"]]["forget_quality"]
+    tofu = json.loads((tmp_path / "b2" / "target" / "eval" / "tofu.json").read_text())
+    assert tofu["meta"]["retain_result"] == str(tmp_path / "b2" / "retain")
+    # Other eval settings are another key: evaluated afresh.
+    rows = run_bench_tofu(_cfg(mini_tofu, tiny_dir, tmp_path / "b3", methods=("ga",), gen_max_length=20), progress=False)
+    assert evaluated[1:] == ["retain", "target", "ga"] and not any(r.get("eval_cached") for r in rows)
+    # A bench.json written before a setting existed reads it as its default: the rows are reused.
+    marker = tmp_path / "b2" / "bench.json"
+    old = json.loads(marker.read_text())
+    del old["row_config"]["mia_grad_norm"]
+    marker.write_text(json.dumps(old))
+    assert [r["row"] for r in run_bench_tofu(_cfg(mini_tofu, tiny_dir, tmp_path / "b2", methods=("npo",)),
+                                             progress=False)] == ["retain", "target", "npo"]
+    assert evaluated[4:] == []
 
 
 def test_bench_errors_before_any_training(mini_tofu, tiny_dir, tmp_path, monkeypatch, capsys):

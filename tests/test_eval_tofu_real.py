@@ -22,6 +22,9 @@ def test_tofu_suite_on_real_files_with_smollm2(smollm2_path, tmp_path):
         assert 0 < tofu_res.value(f"{name}_prob") < 1
         assert 0 < tofu_res.value(f"{name}_truth_ratio") <= 1
     assert 0 < tofu_res.value("model_utility") < 1
+    for name in ("real_authors", "world_facts"):  # normalised over the options vs the raw Q_A_Prob
+        raw, norm = tofu_res.items[f"{name}_prob_raw"], tofu_res.items[f"{name}_prob"]
+        assert len(raw) == n and all(0 < r < 1 for r in raw) and raw != norm
     assert tofu_res.value("world_facts_rouge") > 0.1  # it answers some world facts (e.g. Canberra)
     assert tofu_res.value("forget_rouge") < 0.9  # ... but does not know the fictitious authors
     saved = json.loads((tmp_path / "eval" / "tofu.json").read_text())

@@ -97,10 +97,12 @@ def test_tiny_run_end_to_end_and_resume(tmp_path, monkeypatch):
         assert all(0 <= k2 <= k1 <= 1 + 1e-9 for k1, k2 in zip(tv["kept_trim"], tv["kept_ties"]))
         sweep = r["diagnostics"]["lambda_sweep"]  # the chosen lambda (1) is the SPUNGE (a) model itself
         assert [w["lam"] for w in sweep] == [1.0, 2.0] and sweep[0]["toxicity"] == r["models"]["spunge_a"]["toxicity"]
+        scaled = r["diagnostics"]["base_scaled"]  # the control: lambda 1 is the base run itself
+        assert [w["lam"] for w in scaled] == [1.0, 2.0] and scaled[0]["toxicity"] == r["models"]["base"]["toxicity"]
     # rmu trains 3 down_proj matrices only: TIES's model-scope trim keeps all of those deltas
     assert results["methods"]["rmu"]["diagnostics"]["task_vectors"]["kept_trim"] == pytest.approx([1.0, 1.0])
     md = (tmp_path / "run" / "tables.md").read_text()
-    assert "| tvn | black | greedy |" in md and "sign agreement" in md
+    assert "| tvn | black | greedy |" in md and "sign agreement" in md and "Control: the base run's delta" in md
     done = next((tmp_path / "run").glob("tvn-*/paper/subsets/black/done.json"))
     stamp = done.stat().st_mtime_ns
     again = script.main(args)  # resumes: nothing is retrained, every evaluation is read back

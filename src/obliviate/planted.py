@@ -30,7 +30,7 @@ def planted_model(base: str, facts: list[dict[str, Any]], steps: int = 24, lr: f
     return finetuned_model(base, facts, options, kind="planted", progress=progress)
 
 
-def _fingerprint(base: str) -> list:
+def model_fingerprint(base: str) -> list:
     """What identifies ``base``: the name, plus for a directory its config and weight files' sizes and mtimes."""
     p = Path(base)
     if not p.is_dir():
@@ -47,7 +47,7 @@ def finetuned_model(base: str, records: list[dict[str, Any]], options: dict[str,
     ``$OBLIVIATE_CACHE/<kind>/<key>`` and is written atomically. An interrupted fine-tune resumes
     from its newest checkpoint (``<key>.run/``) the next time it is asked for.
     """
-    key = hashlib.sha256(json.dumps([_fingerprint(base), records, options], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([model_fingerprint(base), records, options], sort_keys=True, default=str).encode()).hexdigest()[:16]
     target = cache_dir() / kind / key
     if (target / "config.json").is_file():
         return target

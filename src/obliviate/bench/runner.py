@@ -9,7 +9,8 @@ the methods' retain set, the target and retain models' training sets), how to ev
    made with other settings (the differing keys are named; ``force`` re-runs everything);
 2. makes (or takes) the retain and target models, cached by (model, data, recipe);
 3. evaluates the retain row first (the reference of forget quality and privleak), then the
-   target, then every method run from the target with the bench's fixed settings;
+   target (both evaluations cached too: ``reference_key``), then every method run from the
+   target with the bench's fixed settings;
 4. writes ``leaderboard.json``, ``leaderboard.md``, ``report.html`` and ``report.md``.
 
 A row is finished when ``<out>/<row>/bench_row.json`` exists; a re-run skips finished rows and
@@ -82,8 +83,11 @@ def check_model_dirs(**dirs: str | None) -> None:
                               f"Hugging Face model folder or leave it out to fine-tune one here.")
 
 
-def prepare_out(out: Path, row_config: dict[str, Any], config: dict[str, Any], force: bool) -> None:
-    """Own ``out``: refuse a foreign non-empty folder; refuse reusing rows made with other settings."""
+def prepare_out(out: Path, row_config: dict[str, Any], config: dict[str, Any], force: bool,
+                defaults: dict[str, Any] | None = None) -> None:
+    """Own ``out``: refuse a foreign non-empty folder; refuse reusing rows made with other settings.
+    A key missing from an older ``bench.json`` counts as its default (``defaults``): the setting did
+    not exist yet, and its default is what those rows were made with."""
     marker = out / "bench.json"
     if out.is_file():
         raise ConfigError(f"--out '{out}' is a file; give a directory.")
@@ -94,7 +98,9 @@ def prepare_out(out: Path, row_config: dict[str, Any], config: dict[str, Any], f
             old = json.loads(marker.read_text()).get("row_config", {})
         except ValueError:
             raise ConfigError(f"'{marker}' is corrupt; pass --force to re-run every row.") from None
-        diff = sorted(k for k in row_config if json.dumps(old.get(k), default=str) != json.dumps(row_config[k], default=str))
+        defaults = defaults or {}
+        diff = sorted(k for k in row_config if json.dumps(old.get(k, defaults.get(k)), default=str)
+                      != json.dumps(row_config[k], default=str))
         if diff:
             raise ConfigError(f"'{out}' holds rows made with other settings ({', '.join(diff)} differ); pass --force to "
                               f"re-run every row, or choose another --out.")
@@ -129,6 +135,115 @@ def _finish_row(plan: Plan, run_dir: Path, name: str, model, tok, ecfg, stats: d
                eval_seconds=ev_stats["seconds"])
     update_summary(run_dir, method=name, forget_metric=plan.forget_metric, utility_metric=plan.utility_metric, bench=row)
     write_json(run_dir / "bench_row.json", row)
+    return row
+
+
+# ---- the reference rows' evaluations, cached -------------------------------------------------
+# The retain and target rows depend only on their model, the eval data and settings, and the code;
+# evaluating them is a fixed ~2 x 2-5 min of every bench run on CPU. They are cached under
+# ``$OBLIVIATE_CACHE/<cache_kind>_rows/<key>`` (a copy of the row's folder) and restored into a new
+# bench directory, so a bench with cached models pays only for its methods.
+
+def _source_digest() -> str:
+    """A digest of obliviate's own source: any code change invalidates the cached evaluations."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _files_digest(path: Path) -> str:
+    """A digest of a file's bytes, or of a folder's file names and bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(path) if f != path else f.name).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def reference_key(plan: Plan, label: str, model_dir: Path, ecfg, retain_key: str | None) -> str:
+    """The cache key of a reference row: its model's fingerprint, the eval settings with the bench's
+    own paths replaced by what they hold (the eval data's bytes, the retain row's key), the suites,
+    the leaderboard columns and the code."""
+    import hashlib
+    from dataclasses import asdict
+
+    from ..planted import model_fingerprint
+
+    settings = asdict(ecfg)
+    retain_dir = str(plan.out / "retain")
+    for k, v in settings.items():
+        if isinstance(v, str) and (v == retain_dir or v.startswith(retain_dir + "/")):
+            settings[k] = ["retain row", retain_key]
+        elif isinstance(v, str) and v and Path(v).expanduser().exists():
+            settings[k] = ["contents", _files_digest(Path(v).expanduser())]
+    blob = [label, model_fingerprint(str(model_dir)), settings, plan.suites, plan.columns, _source_digest()]
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _reference_dir(plan: Plan, key: str) -> Path:
+    from ..models import cache_dir
+
+    return cache_dir() / f"{plan.cache_kind}_rows" / key
+
+
+def _relocate(value: Any, old: str, new: str) -> Any:
+    """``value`` with every string that is a path under ``old`` moved under ``new``."""
+    if isinstance(value, dict):
+        return {k: _relocate(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocate(v, old, new) for v in value]
+    if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+        return new + value[len(old):]
+    return value
+
+
+def store_reference(plan: Plan, key: str, run_dir: Path) -> None:
+    """Copy a finished reference row into the cache (atomically; a failure only costs the cache)."""
+    from ..io import atomic_path
+
+    target = _reference_dir(plan, key)
+    if (target / "bench_row.json").is_file():
+        return
+    try:
+        with atomic_path(target, is_dir=True) as tmp:
+            shutil.copytree(run_dir, tmp)
+            write_json(tmp / "cache.json", {"out": str(plan.out)})
+    except Exception as e:  # noqa: BLE001 - the cache is an optimisation
+        log.warning("bench: could not cache the %s row's evaluation (%s)", run_dir.name, e)
+
+
+def restore_reference(plan: Plan, key: str, run_dir: Path, stats: dict[str, Any]) -> dict[str, Any] | None:
+    """Restore a cached reference row into ``run_dir``; return its row, or None on a cache miss."""
+    src = _reference_dir(plan, key)
+    try:
+        old_out = json.loads((src / "cache.json").read_text())["out"]
+        row = json.loads((src / "bench_row.json").read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+    tmp = run_dir.with_name(f".{run_dir.name}.restore")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("cache.json"))
+    for f in tmp.rglob("*.json"):
+        try:
+            data = json.loads(f.read_text())
+        except ValueError:
+            continue
+        write_json(f, _relocate(data, old_out, str(plan.out)))
+    row = {**json.loads((tmp / "bench_row.json").read_text()), "seconds": stats["seconds"],
+           "peak_memory_mb": stats["peak_memory_mb"], "eval_cached": key}
+    write_json(tmp / "bench_row.json", row)
+    tmp.rename(run_dir)
+    log.warning("bench: %s row's evaluation restored from the cache (%s)", run_dir.name, src)
     return row
 
 
@@ -200,10 +315,11 @@ def run_bench(cfg, row_keys: tuple[str, ...], build: Callable[[Any], Plan], forc
               progress: bool = True) -> list[dict[str, Any]]:
     """Check the model directories, own ``cfg.out`` (``row_keys`` define a finished row), build the
     plan (which may write data into ``cfg.out``) and run it; return the leaderboard rows."""
-    from dataclasses import asdict
+    from dataclasses import MISSING, asdict, fields
 
     check_model_dirs(target=cfg.target, retain_model=cfg.retain_model)
-    prepare_out(Path(cfg.out), {k: getattr(cfg, k) for k in row_keys}, asdict(cfg), force)
+    defaults = {f.name: f.default for f in fields(cfg) if f.default is not MISSING}
+    prepare_out(Path(cfg.out), {k: getattr(cfg, k) for k in row_keys}, asdict(cfg), force, defaults)
     return run_plan(build(cfg), progress)
 
 
@@ -216,22 +332,28 @@ def run_plan(plan: Plan, progress: bool = True) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     dirs: list[Path] = []
     model_dirs: dict[str, Path] = {}
+    ref_keys: dict[str, str] = {}
     for label, given, records in (("retain", plan.retain_model, plan.retain_train),
                                   ("target", plan.target, plan.target_train)):
         with measure() as st:
             model_dirs[label] = _model_dir(plan, given, records, label, progress)
         stats = {"seconds": None if given else st["seconds"], "peak_memory_mb": st["peak_memory_mb"]}
         run_dir = out / label
+        ecfg = plan.eval_config(None if label == "retain" else out / "retain")
+        ref_keys[label] = reference_key(plan, label, model_dirs[label], ecfg, ref_keys.get("retain"))
         row = _done(run_dir)
         if row is None:
             shutil.rmtree(run_dir, ignore_errors=True)
+            row = restore_reference(plan, ref_keys[label], run_dir, stats)
+        if row is None:
             model, tok = load_model(str(model_dirs[label]))
             run_dir.mkdir(parents=True, exist_ok=True)
             update_summary(run_dir, model=str(model_dirs[label]))
-            row = _finish_row(plan, run_dir, label, model, tok, plan.eval_config(None if label == "retain" else out / "retain"), stats)
+            row = _finish_row(plan, run_dir, label, model, tok, ecfg, stats)
             if label == "retain" and plan.self_reference is not None:
                 row = plan.self_reference(run_dir, row)
                 write_json(run_dir / "bench_row.json", row)
+            store_reference(plan, ref_keys[label], run_dir)
         rows.append(row)
         dirs.append(run_dir)
         print(_line(plan, row))

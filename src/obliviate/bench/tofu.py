@@ -33,7 +33,7 @@ COLUMNS = (  # (leaderboard key, suite/metric, header)
     ("extraction_strength", "memorisation/extraction_strength", "extraction strength ↓"),
 )
 ROW_KEYS = ("tofu_dir", "model", "forget_split", "authors", "target", "retain_model", "recipe", "recipe_overrides",
-            "steps", "batch_size", "max_length", "eval_items", "gen_max_length", "seed", "lr_scale")
+            "steps", "batch_size", "max_length", "eval_items", "gen_max_length", "seed", "lr_scale", "mia_grad_norm")
 RETAIN_SPLITS = ("retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
 
 
@@ -103,7 +103,8 @@ def plan_tofu(cfg: BenchTofuConfig) -> Plan:
     def eval_config(retain_row: Path | None) -> EvalConfig:
         ref = str(retain_row) if retain_row is not None else None
         return EvalConfig(tofu_dir=str(out / "data"), forget_split=cfg.forget_split, retain_result=ref,
-                          retain_mia_result=ref, gen_max_length=cfg.gen_max_length, batch_size=cfg.eval_batch_size)
+                          retain_mia_result=ref, gen_max_length=cfg.gen_max_length, batch_size=cfg.eval_batch_size,
+                          mia_grad_norm=cfg.mia_grad_norm)
 
     recipe = cfg.finetune_recipe()
     authors = "all" if cfg.authors is None else f"{cfg.authors} (+ forget)"

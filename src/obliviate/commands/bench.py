@@ -49,10 +49,15 @@ def register(sub, name: str) -> None:
         t.add_argument("--config", help=f"bench YAML (keys of obliviate.bench.Bench{kind.capitalize()}Config)")
         for key, (flag, typ, text) in {**flags, **COMMON}.items():
             t.add_argument(flag, dest=key, type=typ, default=None, help=text)
+        switches = {"mia_grad_norm": ("--mia-grad-norm", "also run the gradient-norm MIA attack (a backward per item; "
+                                                         "off by default: the leaderboard's privleak is Min-K%)")} \
+            if kind == "tofu" else {}
+        for key, (flag, text) in switches.items():
+            t.add_argument(flag, dest=key, action="store_const", const=True, default=None, help=text)
         t.add_argument("--quick", action="store_true", help="at most four methods, half the steps, 40 items per eval set")
         t.add_argument("--force", action="store_true", help="re-run every row (default: finished rows are reused)")
         t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-        t.set_defaults(func=run, flag_keys=tuple({**flags, **COMMON}))
+        t.set_defaults(func=run, flag_keys=tuple({**flags, **COMMON, **switches}))
 
 
 def resolve(args):

@@ -69,6 +69,7 @@ def _tofu_set(ev, res: SuiteResult, name: str, recs: list[dict[str, Any]], base:
         prob = metrics.answer_prob(-nll_true, 1)
     else:
         prob = metrics.normalised_prob(nll_true, nll_pert)
+        res.add_items(f"{name}_prob_raw", metrics.answer_prob(-nll_true, 1))  # open-unlearning's un-normalised Q_A_Prob
     ratio = metrics.truth_ratio(ev.mean_nll(recs, base), nll_pert)
     gens = ev.generate_text(recs, cfg.gen_max_length, cfg.gen_max_new_tokens)
     rouge = metrics.rouge_l_recall(gens, [r["answer"] for r in recs])
