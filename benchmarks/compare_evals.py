@@ -9,33 +9,25 @@ metric's largest absolute difference, and the stage times each run recorded (``m
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 
-def _load(run: Path, suite: str) -> dict:
-    return json.loads((run / "eval" / f"{suite}.json").read_text())
-
-
-def _num(v) -> float:
-    if isinstance(v, dict):
-        v = v.get("value")
-    return float("nan") if v is None else float(v)
-
-
 def compare(a: Path, b: Path, suites: list[str]) -> str:
+    from obliviate.eval.results import load_suite
+
     lines = []
     for suite in suites:
-        ra, rb = _load(a, suite), _load(b, suite)
+        ra, rb = load_suite(a, suite), load_suite(b, suite)
         lines += [f"## {suite}", "", "| metric | A | B | abs diff |", "|---|---|---|---|"]
-        for name, va in ra["summary"].items():
-            x, y = _num(va), _num(rb["summary"].get(name))
+        for name, m in ra.summary.items():
+            x = m.value
+            y = rb.summary[name].value if name in rb.summary else float("nan")
             lines.append(f"| {name} | {x:.4f} | {y:.4f} | {abs(x - y):.2e} |")
         worst = []
-        for name, xs in ra["items"].items():
-            ys = rb["items"].get(name)
-            if not ys or len(ys) != len(xs):
+        for name, xs in ra.items.items():
+            ys = rb.items.get(name)
+            if ys is None or len(ys) != len(xs):
                 continue
             d = [abs(float(x) - float(y)) for x, y in zip(xs, ys) if x is not None and y is not None
                  and not (math.isnan(float(x)) or math.isnan(float(y)))]
@@ -43,7 +35,7 @@ def compare(a: Path, b: Path, suites: list[str]) -> str:
                 worst.append(f"{name} {max(d):.2e}")
         lines += ["", "largest per-item abs diff: " + ", ".join(worst), ""]
         for label, r in (("A", ra), ("B", rb)):
-            t = r.get("meta", {}).get("timings")
+            t = r.meta.get("timings")
             if t:
                 lines.append(f"{label} timings (cumulative over the run's suites so far): "
                              + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in t.items()))

@@ -258,46 +258,47 @@ def toxicity(metrics: dict) -> float:
 
 
 # ---- diagnostics -----------------------------------------------------------------------------
+def _scaled_toxicity(s: Settings, files: dict, base: Path, models: list[Path], merge, target: Path,
+                     eval_dir: Path) -> dict[str, Any]:
+    """Toxicity of ``base`` + the TIES merge ``merge`` of ``models``' deltas, evaluated once (cached
+    in ``eval_dir``); the merged model itself is not kept (a full model per setting)."""
+    from obliviate.eval.results import suite_path
+    from obliviate.merge import merge_files
+
+    if not suite_path(eval_dir, "gentox").is_file():
+        merge_files(base, models, target, merge)
+    m = evaluate_model(target, eval_dir, s, files, utility=False)
+    shutil.rmtree(target, ignore_errors=True)
+    return m["toxicity"]
+
+
 def diagnose(s: Settings, files: dict, paper: Path, chosen: dict, merged: dict, eval_root: Path,
-             base_run: Path | None = None, base_metrics: dict | None = None) -> dict[str, Any]:
+             base_run: Path, base_metrics: dict) -> dict[str, Any]:
     """Task-vector statistics of the (a) subsets, and the (a) merge's toxicity at --diag-lams (the
     chosen lambda's row is the evaluated SPUNGE (a) model, ``merged``). The control, changing one
     thing: the base run's own delta scaled by the same lambdas (original + lambda * (base - original),
-    no trim; for TVN that is TVN at ``lam`` = lambda), so a gain of the merge at a larger lambda can
-    be told apart from a gain of scaling alone."""
-    from obliviate.merge import MergeConfig, merge_files
+    no trim; for TVN that is TVN at ``lam`` = lambda; lambda 1 is the base run, ``base_metrics``), so
+    a gain of the merge at a larger lambda can be told apart from a gain of scaling alone."""
+    from obliviate.merge import MergeConfig
     from obliviate.spunge.diagnose import task_vector_stats
     from obliviate.spunge.pipeline import subset_dir
-
-    from obliviate.eval.results import suite_path
 
     models = [subset_dir(paper, g) / "model" for g in s.groups]
     t0 = time.time()
     stats = task_vector_stats(paper / "base", models, MergeConfig(density=chosen["density"]))
     stats["seconds"] = round(time.time() - t0, 1)
     sweep = [{"lam": chosen["lam"], "density": chosen["density"], "toxicity": merged["toxicity"]}]
-    for lam in (x for x in s.diag_lams if x != chosen["lam"]):
-        target = paper.parent / "diag" / f"lam_{lam:g}"
-        eval_dir = eval_root / f"lam_{lam:g}"
-        if not suite_path(eval_dir, "gentox").is_file():
-            merge_files(paper / "base", models, target, MergeConfig(density=chosen["density"], lam=lam))
-        m = evaluate_model(target, eval_dir, s, files, utility=False)
-        shutil.rmtree(target, ignore_errors=True)  # a full model per lambda: keep only its evaluation
-        sweep.append({"lam": lam, "density": chosen["density"], "toxicity": m["toxicity"]})
+    sweep += [{"lam": lam, "density": chosen["density"],
+               "toxicity": _scaled_toxicity(s, files, paper / "base", models, MergeConfig(density=chosen["density"], lam=lam),
+                                            paper.parent / "diag" / f"lam_{lam:g}", eval_root / f"lam_{lam:g}")}
+              for lam in s.diag_lams if lam != chosen["lam"]]
     sweep.sort(key=lambda w: w["lam"])
-    out = {"task_vectors": stats, "lambda_sweep": sweep}
-    if base_run is not None:
-        scaled = [{"lam": 1.0, "toxicity": base_metrics["toxicity"]}] if base_metrics else []
-        for lam in (x for x in s.diag_lams if x != 1.0):
-            target = paper.parent / "diag" / f"base_lam_{lam:g}"
-            eval_dir = eval_root / f"base_lam_{lam:g}"
-            if not suite_path(eval_dir, "gentox").is_file():
-                merge_files(paper / "base", [base_run], target, MergeConfig(density=1.0, lam=lam))
-            m = evaluate_model(target, eval_dir, s, files, utility=False)
-            shutil.rmtree(target, ignore_errors=True)
-            scaled.append({"lam": lam, "toxicity": m["toxicity"]})
-        out["base_scaled"] = scaled
-    return out
+    scaled = [{"lam": 1.0, "toxicity": base_metrics["toxicity"]}]
+    scaled += [{"lam": lam,
+                "toxicity": _scaled_toxicity(s, files, paper / "base", [base_run], MergeConfig(density=1.0, lam=lam),
+                                             paper.parent / "diag" / f"base_lam_{lam:g}", eval_root / f"base_lam_{lam:g}")}
+               for lam in s.diag_lams if lam != 1.0]
+    return {"task_vectors": stats, "lambda_sweep": sweep, "base_scaled": scaled}
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -427,12 +428,11 @@ def tables(results: dict, s: Settings) -> str:
         for method, d in diag.items():
             lines += [f"| {method} | {w['density']:g} | {w['lam']:g} | {_cell(w['toxicity']['greedy']['all'])} | "
                       f"{_cell(w['toxicity']['sampled']['all'])} |" for w in d["lambda_sweep"]]
-        if any("base_scaled" in d for d in diag.values()):
-            lines += ["", "Control: the base run's delta scaled by lambda (no merge, no trim):", "",
-                      "| method | lambda | greedy | sampled |", "|---|---|---|---|"]
-            for method, d in diag.items():
-                lines += [f"| {method} | {w['lam']:g} | {_cell(w['toxicity']['greedy']['all'])} | "
-                          f"{_cell(w['toxicity']['sampled']['all'])} |" for w in d.get("base_scaled", [])]
+        lines += ["", "Control: the base run's delta scaled by lambda (no merge, no trim):", "",
+                  "| method | lambda | greedy | sampled |", "|---|---|---|---|"]
+        for method, d in diag.items():
+            lines += [f"| {method} | {w['lam']:g} | {_cell(w['toxicity']['greedy']['all'])} | "
+                      f"{_cell(w['toxicity']['sampled']['all'])} |" for w in d["base_scaled"]]
     return "\n".join(lines) + "\n"
 
 

@@ -111,6 +111,23 @@ def _commit(work: Path, target: Path, is_dir: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def path_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (relative names and bytes, sorted): what a
+    cache key needs to notice that data changed."""
+    import hashlib
+
+    p = Path(path)
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    for f in files:
+        if f != p:
+            h.update(str(f.relative_to(p)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

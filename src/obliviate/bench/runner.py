@@ -24,11 +24,12 @@ import logging
 import re
 import shutil
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from ..io import update_summary, write_json, write_text
+from ..io import path_digest, update_summary, write_json, write_text
 from .defaults import DATA_OPTIONS, PDU_EPSILON_MARGIN, method_options
 from .measure import measure
 
@@ -144,6 +145,7 @@ def _finish_row(plan: Plan, run_dir: Path, name: str, model, tok, ecfg, stats: d
 # ``$OBLIVIATE_CACHE/<cache_kind>_rows/<key>`` (a copy of the row's folder) and restored into a new
 # bench directory, so a bench with cached models pays only for its methods.
 
+@lru_cache(maxsize=1)
 def _source_digest() -> str:
     """A digest of obliviate's own source: any code change invalidates the cached evaluations."""
     import hashlib
@@ -153,20 +155,6 @@ def _source_digest() -> str:
     for f in sorted(root.rglob("*.py")):
         h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def _files_digest(path: Path) -> str:
-    """A digest of a file's bytes, or of a folder's file names and bytes."""
-    import hashlib
-
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        h.update(str(f.relative_to(path) if f != path else f.name).encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
     return h.hexdigest()
 
 
@@ -185,7 +173,7 @@ def reference_key(plan: Plan, label: str, model_dir: Path, ecfg, retain_key: str
         if isinstance(v, str) and (v == retain_dir or v.startswith(retain_dir + "/")):
             settings[k] = ["retain row", retain_key]
         elif isinstance(v, str) and v and Path(v).expanduser().exists():
-            settings[k] = ["contents", _files_digest(Path(v).expanduser())]
+            settings[k] = ["contents", path_digest(Path(v).expanduser())]
     blob = [label, model_fingerprint(str(model_dir)), settings, plan.suites, plan.columns, _source_digest()]
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

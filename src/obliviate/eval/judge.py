@@ -36,6 +36,7 @@ from typing import Literal, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ..errors import ConfigError, DataError, ModelError, did_you_mean
+from ..io import path_digest
 from .toxicity import decode_text
 
 log = logging.getLogger(__name__)
@@ -182,19 +183,11 @@ def train_tfidf(texts: list[str], y: np.ndarray, settings: TfidfSettings) -> Tfi
     return judge
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def judge_cache_path(data: str | os.PathLike, settings: TfidfSettings) -> Path:
     """Where the judge trained on ``data`` with ``settings`` is cached."""
     from ..models import cache_dir
 
-    key = json.dumps({"data": _file_sha256(annotated_path(data)), "settings": asdict(settings), "format": FORMAT}, sort_keys=True)
+    key = json.dumps({"data": path_digest(annotated_path(data)), "settings": asdict(settings), "format": FORMAT}, sort_keys=True)
     return cache_dir() / "judges" / f"tfidf-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
@@ -245,7 +238,7 @@ def tfidf_judge(data: str | os.PathLike, settings: TfidfSettings | None = None, 
             log.warning("%s; retraining", e)
     texts, y = load_annotated(src, settings)
     judge = train_tfidf(texts, y, settings)
-    save_tfidf(judge, path, _file_sha256(src))
+    save_tfidf(judge, path, path_digest(src))
     judge.cache_path = path
     log.info("trained %s on %s: held-out AUC %.4f, accuracy %.4f; cached at %s", judge.name, src,
              judge.metrics["heldout_auc"], judge.metrics["heldout_accuracy"], path)
