@@ -153,3 +153,20 @@ def test_fluency_prompts_counts_and_zero():
     assert fluency_prompts(text, 5, prompt_words=4) == ["a a a a", "b c b c"]
     assert fluency_prompts(text, 1, prompt_words=4) == ["a a a a"]
     assert fluency_prompts(text, 0, prompt_words=4) == []
+
+
+def test_squared_norm_equals_float64_sum():
+    """The gradient-norm attack's per-tensor sum of squares (float32 rows, float64 total) against an
+    all-float64 sum, for 1-D, 2-D and 3-D tensors and bf16 gradients."""
+    import torch
+
+    from obliviate.eval.mia import _squared_norm
+
+    torch.manual_seed(0)
+    for shape in [(7,), (300, 576), (4, 5, 1536)]:
+        g = torch.randn(*shape) * 1e-3
+        exact = g.double().pow(2).sum()
+        assert abs(float(_squared_norm(g)) - float(exact)) <= 1e-6 * float(exact)
+    b = torch.randn(64, 32).bfloat16()
+    assert abs(float(_squared_norm(b)) - float(b.double().pow(2).sum())) <= 1e-6 * float(b.double().pow(2).sum())
+    assert float(_squared_norm(torch.tensor([3.0, 4.0]))) == 25.0

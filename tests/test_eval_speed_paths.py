@@ -8,6 +8,7 @@ import torch
 
 from obliviate.eval.attention import attention_inputs
 from obliviate.eval.prefix import build_tree, tree_mask
+from obliviate.eval import runner
 from obliviate.eval.runner import Evaluator, node_stats
 
 RULES = ("tokens", "not_pad")
@@ -121,7 +122,7 @@ def test_node_stats_by_hand():
 
 
 @pytest.mark.parametrize("rule", RULES)
-def test_greedy_equals_direct_decoding_with_stops_and_budgets(tiny, rule):
+def test_greedy_equals_direct_decoding_with_stops_and_budgets(tiny, rule, monkeypatch):
     model, tok = tiny
     model.eval()
     tok.pad_token = tok.eos_token
@@ -135,7 +136,8 @@ def test_greedy_equals_direct_decoding_with_stops_and_budgets(tiny, rule):
     budgets = [12, 3, 9, 12, 1, 7]
     want = [direct_greedy(model, p, b, e, rule, {e, stop_tok}) for p, b in zip(prompts, budgets)]
     assert len({len(w) for w in want}) > 2 and any(len(w) < b for w, b in zip(want, budgets))
-    for batch_size in (1, 2, 16):  # 2: rows leave and new prompts are merged into the running cache
+    monkeypatch.setattr(runner, "DECODE_SLOTS", 1)
+    for batch_size in (1, 2, 16):  # 1, 2: rows leave and new prompts are merged into the running cache
         ev = Evaluator(model, tok, batch_size=batch_size, attention_rule=rule)
         assert ev.generate(prompts, budgets) == want
     # memoised per prompt: a shorter budget reuses the longer continuation, no new decoding
@@ -158,3 +160,58 @@ def test_sequence_without_scored_tokens_gives_empty_stats(tiny):
     model, tok = tiny
     st = Evaluator(model, tok).score([{"input_ids": [5, 6, 7], "labels": [-100] * 3}])[0]
     assert all(v.numel() == 0 for v in st.values()) and st["match"].dtype == torch.bool
+
+
+def test_cache_append_in_place_equals_concatenation():
+    """``decode._append`` (the RoomyLayer's step) must equal ``torch.cat`` and reuse its buffer while it has room."""
+    from obliviate.eval import decode as dec
+
+    torch.manual_seed(0)
+    k0 = torch.randn(2, 3, 5, 4)
+    a = dec._append(k0, torch.randn(2, 3, 1, 4))  # a tensor set from outside: copied into a new buffer
+    assert a._base is not None and a._base.size(2) == 6 + dec.ROOM and a.data_ptr() != k0.data_ptr()
+    want = torch.cat([k0, a[:, :, 5:]], 2)
+    new = torch.randn(2, 3, 2, 4)
+    b = dec._append(a, new)
+    assert b.data_ptr() == a.data_ptr()  # written in place
+    torch.testing.assert_close(b, torch.cat([want, new], 2), rtol=0, atol=0)
+    c = dec._append(b[[1, 0]], new)  # reordered rows (a cache after dropping rows): not the buffer's front
+    assert c.data_ptr() != b.data_ptr()
+    torch.testing.assert_close(c, torch.cat([b[[1, 0]], new], 2), rtol=0, atol=0)
+    full = b._base[:, :, :b._base.size(2) - 1]  # one free slot left: two new ones need a new buffer
+    d = dec._append(full, new)
+    assert d.data_ptr() != full.data_ptr() and d.size(2) == full.size(2) + 2
+    torch.testing.assert_close(d[:, :, :full.size(2)], full, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("room,drop_at", [(1, 0.25), (3, 0.9), (64, 0.01)])
+def test_greedy_with_in_place_cache_and_lazy_row_dropping(tiny, monkeypatch, room, drop_at):
+    """Tiny buffers (a new one every step or every few), finished rows dropped early or late and prompts
+    admitted into a running batch: the same continuations as uncached decoding."""
+    from obliviate.eval import decode as dec
+
+    model, tok = tiny
+    model.eval()
+    tok.pad_token = tok.eos_token
+    e = tok.eos_token_id
+    ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompts = [ids(q) + [e] + ids(">") for q in ("What is x?", "Q?", "Who wrote it", "Why", "a", "bb bb", "c c", "dd")]
+    budgets = [10, 2, 7, 10, 1, 5, 9, 3]
+    want = [direct_greedy(model, p, b, e, "tokens", {e}) for p, b in zip(prompts, budgets)]
+    monkeypatch.setattr(dec, "ROOM", room)
+    monkeypatch.setattr(dec, "DROP_AT", drop_at)
+    monkeypatch.setattr(runner, "DECODE_SLOTS", 1)
+    kinds = set()
+    step = Evaluator.step
+
+    def spy(self, tokens, cache, mask, last):
+        kinds.add(type(cache.layers[0]).__name__)
+        return step(self, tokens, cache, mask, last)
+
+    monkeypatch.setattr(Evaluator, "step", spy)
+    seen = []
+    for batch_size in (3, 16):  # 3 rows: prompts wait and join the running batch; 16: all start together
+        ev = Evaluator(model, tok, batch_size=batch_size)
+        seen.append(ev.generate(prompts, budgets))
+    assert seen == [want, want]
+    assert kinds == {"RoomyLayer"}  # every step appended in place

@@ -21,7 +21,7 @@ COMMON = {
     "retain_model": ("--retain-model", str, "existing retain model directory"),
     "out": ("--out", str, "bench directory"),
     "recipe": ("--recipe", str, "fine-tuning recipe of target/retain: cpu (default) or tofu (lr 1e-5, 5 epochs, batch 32)"),
-    "steps": ("--steps", int, "unlearning steps per method (default 20)"),
+    "steps": ("--steps", int, "unlearning steps per method (default 10)"),
     "lr_scale": ("--lr-scale", float, "factor on the lr of methods shipping TOFU's 1e-5 (default: recipe lr / 1e-5, "
                  "i.e. 50 for the cpu recipe; 1 with --target)"),
     "eval_items": ("--eval-items", int, "items per eval set other than the TOFU forget split (default 40; 0 = all)"),

@@ -95,6 +95,16 @@ def privleak(auc_unlearn: float, auc_retain: float, on_complement: bool = False)
 
 
 @torch.enable_grad()
+def _squared_norm(g: torch.Tensor) -> torch.Tensor:
+    """Sum of squares of ``g`` in float64: float32 sums along the last axis (a row of a weight, a few
+    hundred to a few thousand terms), then a float64 sum of the rows: within 1e-6 relative of an
+    all-float64 sum (1e-10 on SmolLM2's embedding gradient) at a quarter of its cost, where the
+    all-float64 sum took a third of the attack's time."""
+    g = g.float()
+    rows = g.reshape(-1, g.shape[-1]) if g.dim() > 1 else g.reshape(1, -1)
+    return rows.square().sum(1).double().sum()
+
+
 def grad_norm_scores(model: torch.nn.Module, examples: list[dict], pad_id: int, attention_rule: str = "tokens",
                      per_tensor_mean: bool = False) -> list[float]:
     """Gradient-norm attack: -|d mean NLL(x) / d theta|_2 per encoded example (labels -100 = unscored).
@@ -124,7 +134,7 @@ def grad_norm_scores(model: torch.nn.Module, examples: list[dict], pad_id: int, 
     total = torch.zeros((), dtype=torch.float64, device=params[0].device)
 
     def reduce(p: torch.Tensor) -> None:
-        sq = p.grad.detach().double().pow(2).sum()
+        sq = _squared_norm(p.grad.detach())
         total.add_(sq.sqrt() / len(params) if per_tensor_mean else sq)
         p.grad = None
 
