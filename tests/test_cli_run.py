@@ -57,3 +57,22 @@ def test_unlearn_cli_writes_full_run_dir(tmp_path, tiny, capsys):
     assert main(["unlearn", "--config", str(tmp_path / "run.yaml")]) == 2
     assert "not empty" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_every_command_help_renders():
+    """argparse formats help lazily: a stray '%' in a help text only fails when a user asks for --help."""
+    import argparse
+
+    from obliviate.cli import build_parser
+
+    def walk(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+
+    parsers = list(walk(build_parser()))
+    assert len(parsers) > 10
+    for p in parsers:
+        assert p.format_help()

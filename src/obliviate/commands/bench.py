@@ -13,7 +13,8 @@ import argparse
 
 HELP = "benchmark methods on a model fine-tuned on the data (TOFU or MUSE leaderboard)"
 
-# config key -> (flag, type, help); flags left unset keep the YAML (or default) value.
+# config key -> (flag, type, help); flags left unset keep the YAML (or default) value; a ``bool`` flag is a
+# switch that sets True.
 COMMON = {
     "model": ("--model", str, "base model fine-tuned into the target and retain models (default smollm2-135m)"),
     "methods": ("--methods", str, "comma-separated, e.g. ga,npo,spunge:npo (default: every method)"),
@@ -31,6 +32,8 @@ KINDS = {
         "tofu_dir": ("--tofu-dir", str, "TOFU folder (as for obliviate eval); default: the hub"),
         "forget_split": ("--forget-split", str, "forget01 (default), forget05 or forget10"),
         "authors": ("--authors", int, "fine-tune on the first N authors + the forget authors (default 20; 0 = all 200)"),
+        "mia_grad_norm": ("--mia-grad-norm", bool, "also run the gradient-norm MIA attack (a backward per item; "
+                                                   "off by default: the leaderboard's privleak is Min-K%%)"),
     }),
     "muse": ("MUSE: the same leaderboard on a MUSE-News/Books folder", {
         "data": ("--data", str, "MUSE folder in the hub's layout; default: the hub"),
@@ -48,16 +51,14 @@ def register(sub, name: str) -> None:
         t = kinds.add_parser(kind, help=what, description=what + ".")
         t.add_argument("--config", help=f"bench YAML (keys of obliviate.bench.Bench{kind.capitalize()}Config)")
         for key, (flag, typ, text) in {**flags, **COMMON}.items():
-            t.add_argument(flag, dest=key, type=typ, default=None, help=text)
-        switches = {"mia_grad_norm": ("--mia-grad-norm", "also run the gradient-norm MIA attack (a backward per item; "
-                                                         "off by default: the leaderboard's privleak is Min-K%)")} \
-            if kind == "tofu" else {}
-        for key, (flag, text) in switches.items():
-            t.add_argument(flag, dest=key, action="store_const", const=True, default=None, help=text)
+            if typ is bool:
+                t.add_argument(flag, dest=key, action="store_const", const=True, default=None, help=text)
+            else:
+                t.add_argument(flag, dest=key, type=typ, default=None, help=text)
         t.add_argument("--quick", action="store_true", help="at most four methods, half the steps, 40 items per eval set")
         t.add_argument("--force", action="store_true", help="re-run every row (default: finished rows are reused)")
         t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-        t.set_defaults(func=run, flag_keys=tuple({**flags, **COMMON, **switches}))
+        t.set_defaults(func=run, flag_keys=tuple({**flags, **COMMON}))
 
 
 def resolve(args):

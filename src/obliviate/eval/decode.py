@@ -221,13 +221,9 @@ def decode(model: Stepper, prompts: list[list[int]], budgets: list[int],
         batch.last = batch.last + 1
         live = batch.live()
         items = [batch.items[r] for r in live]
-        if len(live) < len(batch.items):
-            logits = logits[torch.tensor(live, device=logits.device)]
-        tokens = pick(logits, items)
-        if len(live) < len(batch.items):
-            batch.tokens[torch.tensor(live, device=batch.tokens.device)] = torch.tensor(tokens, device=batch.tokens.device)
-        else:
-            batch.tokens = torch.tensor(tokens, device=batch.mask.device)
+        rows = torch.tensor(live, device=logits.device) if len(live) < len(batch.items) else slice(None)
+        tokens = pick(logits[rows], items)
+        batch.tokens[rows] = torch.tensor(tokens, device=batch.tokens.device)  # finished rows keep theirs
         alive = set(advance(items, tokens))
         if not alive:
             batch = None

@@ -61,7 +61,8 @@ TOFU_SETS = (  # (name, split suffix, truth-ratio base answer field), as TOFU's 
 )
 
 
-def _tofu_set(ev, res: SuiteResult, name: str, recs: list[dict[str, Any]], base: str, cfg: EvalConfig) -> list[float]:
+def _tofu_set(ev, res: SuiteResult, name: str, recs: list[dict[str, Any]], base: str, gens: list[str]) -> list[float]:
+    """Prob, ROUGE (of ``gens``, the greedy answers to ``recs``) and truth ratio of one TOFU set."""
     nll_true = ev.mean_nll(recs, "answer")
     nll_pert = ev.options_nll(recs, "perturbed_answer")
     forget = name == "forget"
@@ -71,7 +72,6 @@ def _tofu_set(ev, res: SuiteResult, name: str, recs: list[dict[str, Any]], base:
         prob = metrics.normalised_prob(nll_true, nll_pert)
         res.add_items(f"{name}_prob_raw", metrics.answer_prob(-nll_true, 1))  # open-unlearning's un-normalised Q_A_Prob
     ratio = metrics.truth_ratio(ev.mean_nll(recs, base), nll_pert)
-    gens = ev.generate_text(recs, cfg.gen_max_length, cfg.gen_max_new_tokens)
     rouge = metrics.rouge_l_recall(gens, [r["answer"] for r in recs])
     tr_items = np.minimum(ratio, 1 / ratio) if forget else np.maximum(0, 1 - ratio)
     side = "lower is better on forget" if forget else "higher is better"
@@ -90,12 +90,11 @@ def suite_tofu(ev, cfg: EvalConfig, model_name: str = "") -> SuiteResult:
     utility = []
     sets = [(name, _tofu(cfg, cfg.forget_split + suffix if name == "forget" else f"{name}_perturbed"), base)
             for name, suffix, base in TOFU_SETS]
-    # One decoding pass over the four sets' prompts (each set then reads its memoised answers): a set
-    # of 40 prompts alone leaves most of the decoder's rows empty, and on CPU a step of 128 rows costs
-    # only ~1.5x one of 64 (``runner.DECODE_SLOTS``).
-    ev.generate_text([r for _, recs, _ in sets for r in recs], cfg.gen_max_length, cfg.gen_max_new_tokens)
+    # One decoding pass over the four sets' prompts: a set of 40 prompts alone leaves most of the
+    # decoder's rows empty, and on CPU a step of 128 rows costs only ~1.5x one of 64 (``runner.DECODE_SLOTS``).
+    gens = iter(ev.generate_text([r for _, recs, _ in sets for r in recs], cfg.gen_max_length, cfg.gen_max_new_tokens))
     for name, recs, base in sets:
-        values = _tofu_set(ev, res, name, recs, base, cfg)
+        values = _tofu_set(ev, res, name, recs, base, [next(gens) for _ in recs])
         if name != "forget":
             utility += values
     res.add("model_utility", metrics.model_utility(utility), True,
