@@ -81,6 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(_with_notes("obliviate: interrupted (resume with --resume)", e), file=sys.stderr)
         return 130
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Tear down the process group of an ``accelerate launch``/``torchrun`` run while the interpreter is
+    whole. Left to interpreter exit, gloo's teardown on a rank that finished first (the others write
+    and evaluate alone) aborted that rank once in CI ("terminate called without an active exception").
+    Local on every backend: no rank waits for another here, so one rank's failure cannot hang the rest."""
+    dist = sys.modules.get("torch.distributed")  # never imports torch for commands that did not
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _with_notes(message: str, e: BaseException) -> str:
