@@ -160,7 +160,7 @@ def test_squared_norm_equals_float64_sum():
     all-float64 sum, for 1-D, 2-D and 3-D tensors and bf16 gradients."""
     import torch
 
-    from obliviate.eval.mia import _squared_norm
+    from obliviate.eval.gradnorm import squared_norm as _squared_norm
 
     torch.manual_seed(0)
     for shape in [(7,), (300, 576), (4, 5, 1536)]:

@@ -13,8 +13,8 @@ about 0.5 for a model that never saw the forget set, near 1 for one that memoris
 * Reference (Carlini et al. 2021 / Mireshghallah et al. 2022): -(NLL_target - NLL_reference).
 * Gradient norm (white-box; evaluated on LLMs in MIMIR, Duan et al. 2024, arXiv 2402.17012):
   -|grad_theta mean NLL(x)|_2 per item, over every parameter; training made the loss of its
-  members flat, so their gradients are small. ``grad_norm_scores`` runs the model, unlike the
-  functions above.
+  members flat, so their gradients are small. ``grad_norm_scores`` (``gradnorm.py``) runs the model,
+  unlike the functions above.
 * privleak (MUSE, Shi et al. 2024, Sec. 3): (AUC_unlearn - AUC_retain) / AUC_retain * 100; 0 is ideal,
   > 0 under-unlearning, < 0 over-unlearning.
 
@@ -36,6 +36,8 @@ import zlib
 
 import numpy as np
 import torch
+
+from .gradnorm import grad_norm_scores  # noqa: F401  (the white-box attack lives with its machinery)
 
 
 def loss_score(token_logprobs: torch.Tensor) -> float:
@@ -92,79 +94,6 @@ def privleak(auc_unlearn: float, auc_retain: float, on_complement: bool = False)
     if auc_retain == 0:
         return float("nan")
     return (auc_unlearn - auc_retain) / auc_retain * 100.0
-
-
-@torch.enable_grad()
-def _squared_norm(g: torch.Tensor) -> torch.Tensor:
-    """Sum of squares of ``g`` in float64: float32 sums along the last axis (a row of a weight, a few
-    hundred to a few thousand terms), then a float64 sum of the rows: within 1e-6 relative of an
-    all-float64 sum (1e-10 on SmolLM2's embedding gradient) at a quarter of its cost, where the
-    all-float64 sum took a third of the attack's time."""
-    g = g.float()
-    rows = g.reshape(-1, g.shape[-1]) if g.dim() > 1 else g.reshape(1, -1)
-    return rows.square().sum(1).double().sum()
-
-
-def grad_norm_scores(model: torch.nn.Module, examples: list[dict], pad_id: int, attention_rule: str = "tokens",
-                     per_tensor_mean: bool = False) -> list[float]:
-    """Gradient-norm attack: -|d mean NLL(x) / d theta|_2 per encoded example (labels -100 = unscored).
-
-    ``attention_rule``: see ``attention.py``. ``per_tensor_mean`` (open-unlearning's ``GradNormAttack``
-    with p = 2): the loss is the mean NLL over the scored tokens but the last, and the score is
-    -mean over parameter tensors of each tensor's gradient 2-norm.
-
-    One forward and backward per example, in eval mode (no dropout), over every parameter (frozen
-    ones included for the duration). Per-example backward rather than ``torch.func`` per-sample
-    gradients: vmap materialises a gradient per example of the batch (B copies of the model) and
-    does not trace every Hugging Face forward, while here each parameter's gradient is reduced to
-    its squared norm by a post-accumulate hook and freed at once, so memory stays at one example's
-    activations plus the largest single gradient, and no graph outlives its example. The model's
-    ``.grad``s, ``requires_grad`` flags and train/eval mode are restored afterwards.
-
-    MIMIR and open-unlearning (``GradNormAttack``) average per-tensor p-norms instead (p = inf in
-    MIMIR, in train mode); this is the norm of the whole gradient vector. The ranking, hence the
-    AUC, can differ between the two.
-    """
-    from ..data.encode import collate
-    from ..methods.losses import token_logprobs
-    from .attention import attention_inputs
-
-    params = list(model.parameters())
-    flags, grads, was_training = [p.requires_grad for p in params], [p.grad for p in params], model.training
-    total = torch.zeros((), dtype=torch.float64, device=params[0].device)
-
-    def reduce(p: torch.Tensor) -> None:
-        sq = _squared_norm(p.grad.detach())
-        total.add_(sq.sqrt() / len(params) if per_tensor_mean else sq)
-        p.grad = None
-
-    handles = []
-    try:
-        model.eval()
-        for p in params:
-            p.grad = None
-            p.requires_grad_(True)
-            handles.append(p.register_post_accumulate_grad_hook(reduce))
-        out = []
-        for ex in examples:
-            b = {k: v.to(params[0].device) for k, v in collate([ex], pad_id).items()}
-            mask, pos = attention_inputs(b["input_ids"], b["attention_mask"], pad_id, attention_rule)
-            logits = model(input_ids=b["input_ids"], attention_mask=mask, position_ids=pos).logits
-            lp, scored = token_logprobs(logits, b["labels"])
-            lp = lp[scored.bool()]
-            if per_tensor_mean:
-                lp = lp[:-1]
-            total.zero_()
-            (-lp.sum() / max(1, lp.numel())).backward()
-            out.append(-float(total if per_tensor_mean else total.sqrt()))
-        return out
-    finally:
-        for h in handles:
-            h.remove()
-        for p, f, g in zip(params, flags, grads):
-            p.requires_grad_(f)
-            p.grad = g
-        model.train(was_training)
 
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")

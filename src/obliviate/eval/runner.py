@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import time
 from typing import Any, Literal
 
@@ -50,6 +51,7 @@ STATS_CHUNK = 16  # rows per softmax pass: 16 x 49k floats stay in a core's L2 c
 DECODE_SLOTS = 8  # rows decoding at once, per unit of batch_size. SmolLM2 fp32 on 2 CPU cores, 160 TOFU prompts to
 # the 200-token cap: 64 rows 257 tokens/s, 128 rows 350, 256 rows 364 (a decoding step is matmuls of
 # rows x hidden, efficient from ~128 rows); a row's cache (~18 MB at 400 slots) stays small next to that
+SHARED_MIN = 4  # leading tokens that all sequences of a forward share, at least, to run them once as a cached prefix
 GROUP_MAX = 16  # sequences per token tree at most (its attention grows with its size squared)
 
 
@@ -91,6 +93,20 @@ def sample_tokens(logits: torch.Tensor, generators: list[torch.Generator], tempe
     return idx.gather(-1, pick)[:, 0].tolist()
 
 
+def _shared_nodes(groups: list[tuple[list[dict[str, Any]], "Tree"]]) -> int:
+    """How many leading tokens every sequence of ``groups`` shares (same ids, key mask and positions:
+    the first nodes of every tree, as one chain), less any node whose hidden state predicts a scored
+    token; 0 below ``SHARED_MIN``."""
+    t0 = groups[0][1]
+    n = min(_first_scored(ex["labels"]) - 1 for exs, _ in groups for ex in exs)
+    for _, tree in groups:
+        n = min(n, len(os.path.commonprefix([tree.paths[0], list(range(n))])))
+        for path in tree.paths:
+            n = min(n, len(os.path.commonprefix([path, tree.paths[0]])))
+        n = min(n, len(os.path.commonprefix([list(zip(tree.ids, tree.key, tree.pos)), list(zip(t0.ids, t0.key, t0.pos))])))
+    return n if n >= SHARED_MIN else 0
+
+
 def _first_scored(labels: list[int]) -> int:
     """Index of the first scored token (position 0 is never scored: nothing predicts it)."""
     return next((t for t in range(1, len(labels)) if labels[t] != IGNORE), len(labels))
@@ -119,6 +135,7 @@ class Evaluator:
         self._gens: dict[tuple, tuple[list[int], bool]] = {}  # prompt -> (continuation, ended by a stop token)
         self._samples: dict[tuple, list[int]] = {}
         self._cache_kw: str | None = None
+        self._prefix_kv: dict[tuple, list] | None = {}  # shared prefix -> its keys/values (None: the model's cache is not plain)
         self.timings = {"score_s": 0.0, "score_items": 0, "score_nodes": 0, "generate_s": 0.0, "generate_items": 0}
 
     @property
@@ -152,8 +169,37 @@ class Evaluator:
         mask, pos = attention_inputs(b["input_ids"], b["attention_mask"], self.pad_id, self.attention_rule, generating)
         return [(m[:len(s)].tolist(), p[:len(s)].tolist()) for s, m, p in zip(seqs, mask, pos)]
 
-    def _tree_hidden(self, trees: list[Tree]) -> torch.Tensor:
-        """Hidden states [B, N, d] of every node of ``trees`` (right-padded to N nodes)."""
+    def _prefix_cache(self, ids: list[int], mask: list[int], pos: list[int], rows: int):
+        """A cache holding, for ``rows`` rows, the keys/values of the prefix ``ids`` (attended per ``mask``,
+        at ``pos``), computed once per prefix; None where the model's cache is not a plain one.
+
+        Every sequence of an evaluation starts with the same chat-template turn (``<|im_start|>system
+        ...<|im_start|>user``): it runs once instead of once per prompt. Its keys/values are the ones
+        each sequence computes for itself, up to float summation order (one row instead of a batch)."""
+        if self._prefix_kv is None or not ids:
+            return None
+        from .decode import _kv, _plain
+
+        key = (tuple(ids), tuple(mask), tuple(pos))
+        if key not in self._prefix_kv:
+            _, cache = self._body(torch.tensor([ids]), torch.tensor([mask]), torch.tensor([pos]), use_cache=True)
+            if not _plain(cache):
+                self._prefix_kv = None
+                return None
+            if len(self._prefix_kv) >= 16:
+                self._prefix_kv.clear()
+            self._prefix_kv[key] = [(k.detach(), v.detach()) for k, v in _kv(cache)]
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for i, (k, v) in enumerate(self._prefix_kv[key]):
+            cache.update(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1), i)
+        return cache
+
+    def _tree_hidden(self, trees: list[Tree], shared: int = 0) -> torch.Tensor:
+        """Hidden states [B, N - shared, d] of the nodes of ``trees`` (right-padded to N nodes) after the
+        first ``shared``, which every tree starts with as one chain (``_shared_nodes``) and which run
+        once, as a cached prefix."""
         impl = getattr(self.model.config, "_attn_implementation", None) or "sdpa"
         if "flash" in impl:
             from ..errors import ConfigError
@@ -162,7 +208,12 @@ class Evaluator:
                               f"the model uses {impl!r}: load it with attn_implementation='sdpa' (or 'eager').")
         ids, pos, n = pad_trees(trees, self.pad_id)
         dtype = next(self.model.parameters()).dtype
-        return self._body(ids, tree_mask(trees, n, dtype), pos)[0]
+        mask = tree_mask(trees, n, dtype)
+        t0 = trees[0]
+        cache = self._prefix_cache(t0.ids[:shared], t0.key[:shared], t0.pos[:shared], len(trees)) if shared else None
+        if cache is None:
+            return self._body(ids, mask, pos)[0][:, shared:]
+        return self._body(ids[:, shared:], mask[:, :, shared:], pos[:, shared:], cache=cache, use_cache=True)[0]
 
     # ---- teacher-forced scoring -------------------------------------------------------------
     def encode(self, records: list[dict[str, Any]], answer_field: str = "answer") -> list[dict[str, Any]]:
@@ -228,14 +279,15 @@ class Evaluator:
     @torch.no_grad()
     def _score_groups(self, groups: list[tuple[list[dict[str, Any]], Tree]]) -> None:
         trees = [tree for _, tree in groups]
-        hidden = self._tree_hidden(trees)
+        shared = _shared_nodes(groups)
+        hidden = self._tree_hidden(trees, shared)
         n = hidden.size(1)
         rows: dict[int, int] = {}  # flat node index -> row of the head's input
         pred, target, counts, owners = [], [], [], []
         for b, (exs, tree) in enumerate(groups):
             for ex, path in zip(exs, tree.paths):
                 ts = [t for t in range(1, len(ex["labels"])) if ex["labels"][t] != IGNORE]
-                pred += [rows.setdefault(b * n + path[t - 1], len(rows)) for t in ts]
+                pred += [rows.setdefault(b * n + path[t - 1] - shared, len(rows)) for t in ts]
                 target += [ex["labels"][t] for t in ts]
                 counts.append(len(ts))
                 owners.append(ex)
@@ -291,10 +343,15 @@ class Evaluator:
         mask and positions; logits at each prompt's last token."""
         b = collate([{"input_ids": list(p)} for p in prompts], self.pad_id, side="right")
         mask, pos = attention_inputs(b["input_ids"], b["attention_mask"], self.pad_id, self.attention_rule, True)
-        hidden, cache = self._body(b["input_ids"], mask, pos, use_cache=True)
-        last = torch.tensor([len(p) - 1 for p in prompts], device=hidden.device)
+        shared = max(0, min(len(os.path.commonprefix(prompts)), min(map(len, prompts)) - 1))
+        cache = self._prefix_cache(prompts[0][:shared], mask[0, :shared].tolist(), pos[0, :shared].tolist(),
+                                   len(prompts)) if shared >= SHARED_MIN else None
+        if cache is None:
+            shared = 0
+        hidden, cache = self._body(b["input_ids"][:, shared:], mask, pos[:, shared:], cache=cache, use_cache=True)
+        last = torch.tensor([len(p) - 1 - shared for p in prompts], device=hidden.device)
         rows = torch.arange(len(prompts), device=hidden.device)
-        return self._head(hidden[rows, last]), cache, mask.to(hidden.device), pos.to(hidden.device)[rows, last]
+        return self._head(hidden[rows, last]), cache, mask.to(hidden.device), pos.to(hidden.device)[rows, last + shared]
 
     def step(self, tokens: torch.Tensor, cache, mask: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """One decoding step (``decode.Stepper``): each row's new token at its last position + 1, mask 1."""
