@@ -128,7 +128,7 @@ class BenchTofuConfig(BenchConfig):
     forget_split: Literal["forget01", "forget05", "forget10"] = field(default="forget01", metadata={"help": "TOFU forget split."})
     authors: int | None = field(default=20, metadata={"help": "Fine-tune on the first N authors plus the forget split's authors (None: all 200, TOFU 'full')."})
     gen_max_length: int = field(default=200, metadata={"help": "TOFU generation: prompt + answer at most this many tokens."})
-    mia_grad_norm: bool = field(default=False, metadata={"help": "Also run the gradient-norm MIA attack (one backward per item, about a third of a row's eval on CPU; the leaderboard's privleak uses Min-K%, so it is off by default)."})
+    mia_grad_norm: bool = field(default=False, metadata={"help": "Also run the gradient-norm MIA attack (about 20 s of a row's eval on CPU; the leaderboard's privleak uses Min-K%, so it is off by default)."})
     out: str = field(default="runs/bench_tofu", metadata={"help": "Bench directory (leaderboard.json/.md, report.html, one folder per row)."})
 
     def __post_init__(self):

@@ -32,7 +32,7 @@ KINDS = {
         "tofu_dir": ("--tofu-dir", str, "TOFU folder (as for obliviate eval); default: the hub"),
         "forget_split": ("--forget-split", str, "forget01 (default), forget05 or forget10"),
         "authors": ("--authors", int, "fine-tune on the first N authors + the forget authors (default 20; 0 = all 200)"),
-        "mia_grad_norm": ("--mia-grad-norm", bool, "also run the gradient-norm MIA attack (a backward per item; "
+        "mia_grad_norm": ("--mia-grad-norm", bool, "also run the gradient-norm MIA attack (~20 s a row on CPU; "
                                                    "off by default: the leaderboard's privleak is Min-K%%)"),
     }),
     "muse": ("MUSE: the same leaderboard on a MUSE-News/Books folder", {

@@ -35,7 +35,10 @@ def register(sub, name: str) -> None:
     p.add_argument("--suite", action="append", choices=SUITES, required=True, help="suite to run (repeatable)")
     p.add_argument("--out", required=True, help="run directory; results go to OUT/eval/<suite>.json")
     p.add_argument("--force", action="store_true", help="re-run suites whose result file already exists")
-    p.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16, float16)")
+    p.add_argument("--dtype", default="float32",
+                   help="model dtype (float32, bfloat16, float16). bfloat16 is ~1.7x faster on CPUs with AMX, but "
+                        "greedy answers then change at near-ties, even with the batch size (ROUGE moves by up to "
+                        "0.03): keep float32 for numbers to compare (benchmarks/RESULTS.md, issue 19)")
     for f in dataclasses.fields(EvalConfig):
         flags = [f"--{f.name.replace('_', '-')}"] + _ALIASES.get(f.name, [])
         helptext = f.metadata.get("help", "").replace("%", "%%")

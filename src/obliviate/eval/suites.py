@@ -140,7 +140,7 @@ def suite_mia(ev, cfg: EvalConfig, model_name: str = "", reference=None) -> Suit
         rf, rh = reference.score_records(forget), reference.score_records(holdout)
         af["reference"] = [mia.reference_score(a["logprobs"], b["logprobs"]) for a, b in zip(sf, rf)]
         ah["reference"] = [mia.reference_score(a["logprobs"], b["logprobs"]) for a, b in zip(sh, rh)]
-    if cfg.mia_grad_norm:  # white-box: one backward per item
+    if cfg.mia_grad_norm:  # white-box: a backward per batch (gradnorm.py)
         gn = {"attention_rule": cfg.attention_rule or "tokens", "per_tensor_mean": cfg.ou}
         af["grad_norm"] = mia.grad_norm_scores(ev.model, ev.encode(forget), ev.pad_id, **gn)
         ah["grad_norm"] = mia.grad_norm_scores(ev.model, ev.encode(holdout), ev.pad_id, **gn)
