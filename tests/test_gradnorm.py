@@ -80,6 +80,15 @@ def test_ghost_norms_equal_a_backward_per_item(name, rule, per_tensor_mean):
     assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
 
 
+def test_the_attack_runs_under_no_grad():
+    """Evaluation code holds ``torch.no_grad``; the attack's backward must still run (both paths)."""
+    model = _llama(True)
+    expect = [_by_hand(model, ex, 1, "tokens", False) for ex in ITEMS]
+    with torch.no_grad():
+        for exact in (False, True):
+            assert gradnorm.grad_norm_scores(model, ITEMS, 1, exact=exact) == pytest.approx(expect, rel=2e-5)
+
+
 def test_one_item_per_batch_gives_the_same_norms():
     model = _llama(True)
     whole = gradnorm.ghost_grad_norms(model.requires_grad_(False), ITEMS, 1)

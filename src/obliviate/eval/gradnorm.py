@@ -338,6 +338,7 @@ def exact_grad_norms(model: torch.nn.Module, examples: list[dict], pad_id: int, 
             h.remove()
 
 
+@torch.enable_grad()  # callers may hold no_grad (evaluation does); the attack needs its backward
 def grad_norm_scores(model: torch.nn.Module, examples: list[dict], pad_id: int, attention_rule: str = "tokens",
                      per_tensor_mean: bool = False, exact: bool = False) -> list[float]:
     """Gradient-norm attack: -|d mean NLL(x) / d theta|_2 per encoded example (labels -100 = unscored),
