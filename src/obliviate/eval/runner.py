@@ -93,17 +93,12 @@ def sample_tokens(logits: torch.Tensor, generators: list[torch.Generator], tempe
     return idx.gather(-1, pick)[:, 0].tolist()
 
 
-def _shared_nodes(groups: list[tuple[list[dict[str, Any]], "Tree"]]) -> int:
-    """How many leading tokens every sequence of ``groups`` shares (same ids, key mask and positions:
-    the first nodes of every tree, as one chain), less any node whose hidden state predicts a scored
-    token; 0 below ``SHARED_MIN``."""
-    t0 = groups[0][1]
-    n = min(_first_scored(ex["labels"]) - 1 for exs, _ in groups for ex in exs)
-    for _, tree in groups:
-        n = min(n, len(os.path.commonprefix([tree.paths[0], list(range(n))])))
-        for path in tree.paths:
-            n = min(n, len(os.path.commonprefix([path, tree.paths[0]])))
-        n = min(n, len(os.path.commonprefix([list(zip(tree.ids, tree.key, tree.pos)), list(zip(t0.ids, t0.key, t0.pos))])))
+def _shared_prefix(seqs: list[list[int]], limit: int) -> int:
+    """How many leading tokens every one of ``seqs`` shares, at most ``limit``; 0 below ``SHARED_MIN``.
+    Both attention rules give a token's mask entry and position from it and the tokens before it
+    (``attention.py``), so equal leading tokens have equal masks and positions too: in token trees
+    they are the first nodes of every tree, one chain."""
+    n = min(len(os.path.commonprefix(seqs)), limit)
     return n if n >= SHARED_MIN else 0
 
 
@@ -198,7 +193,7 @@ class Evaluator:
 
     def _tree_hidden(self, trees: list[Tree], shared: int = 0) -> torch.Tensor:
         """Hidden states [B, N - shared, d] of the nodes of ``trees`` (right-padded to N nodes) after the
-        first ``shared``, which every tree starts with as one chain (``_shared_nodes``) and which run
+        first ``shared``, which every tree starts with as one chain (``_shared_prefix``) and which run
         once, as a cached prefix."""
         impl = getattr(self.model.config, "_attn_implementation", None) or "sdpa"
         if "flash" in impl:
@@ -279,7 +274,9 @@ class Evaluator:
     @torch.no_grad()
     def _score_groups(self, groups: list[tuple[list[dict[str, Any]], Tree]]) -> None:
         trees = [tree for _, tree in groups]
-        shared = _shared_nodes(groups)
+        # a prefix node's hidden state is not computed: it may not predict a scored token
+        shared = _shared_prefix([ex["input_ids"] for exs, _ in groups for ex in exs],
+                                min(_first_scored(ex["labels"]) for exs, _ in groups for ex in exs) - 1)
         hidden = self._tree_hidden(trees, shared)
         n = hidden.size(1)
         rows: dict[int, int] = {}  # flat node index -> row of the head's input
@@ -343,9 +340,9 @@ class Evaluator:
         mask and positions; logits at each prompt's last token."""
         b = collate([{"input_ids": list(p)} for p in prompts], self.pad_id, side="right")
         mask, pos = attention_inputs(b["input_ids"], b["attention_mask"], self.pad_id, self.attention_rule, True)
-        shared = max(0, min(len(os.path.commonprefix(prompts)), min(map(len, prompts)) - 1))
+        shared = _shared_prefix(prompts, min(map(len, prompts)) - 1)  # each prompt keeps its last token
         cache = self._prefix_cache(prompts[0][:shared], mask[0, :shared].tolist(), pos[0, :shared].tolist(),
-                                   len(prompts)) if shared >= SHARED_MIN else None
+                                   len(prompts)) if shared else None
         if cache is None:
             shared = 0
         hidden, cache = self._body(b["input_ids"][:, shared:], mask, pos[:, shared:], cache=cache, use_cache=True)
