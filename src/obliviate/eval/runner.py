@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from ..data.encode import IGNORE, EncodeConfig, collate, encode_records, prompt_ids
 from .attention import RULES, AttentionRule, attention_inputs
-from .decode import decode
+from .decode import _kv, _plain, decode
 from .prefix import Tree, build_tree, pad_trees, tree_mask
 
 HEAD_BLOCK = 512  # rows of vocabulary logits computed at once
@@ -173,8 +173,6 @@ class Evaluator:
         each sequence computes for itself, up to float summation order (one row instead of a batch)."""
         if self._prefix_kv is None or not ids:
             return None
-        from .decode import _kv, _plain
-
         key = (tuple(ids), tuple(mask), tuple(pos))
         if key not in self._prefix_kv:
             _, cache = self._body(torch.tensor([ids]), torch.tensor([mask]), torch.tensor([pos]), use_cache=True)
